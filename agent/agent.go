@@ -1,0 +1,308 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
+	"github.com/understudy-dev/understudy/registry"
+)
+
+// Version is reported in the host record.
+var Version = "dev"
+
+// Options are the parts of an agent that are not in its config file.
+type Options struct {
+	Logger *slog.Logger
+	// WriteTimeout bounds each etcd write. Default 2s.
+	WriteTimeout time.Duration
+}
+
+// Agent registers one host and its service instances and keeps their
+// health current. Create with New, run with Run.
+type Agent struct {
+	cfg       Config
+	opts      Options
+	log       *slog.Logger
+	cli       *clientv3.Client
+	instances []*instance
+	changed   chan struct{} // capacity 1: some instance's health changed
+	startedAt time.Time
+}
+
+// instance is the live state of one configured service on this host.
+type instance struct {
+	cfg     ServiceConfig
+	address string // expanded
+	checker Checker
+
+	mu        sync.Mutex
+	smoother  Smoother
+	passing   bool
+	output    string
+	changedAt time.Time
+}
+
+func (in *instance) record(host, zone string) *pb.Instance {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	h := pb.Health_HEALTH_CRITICAL
+	if in.passing {
+		h = pb.Health_HEALTH_PASSING
+	}
+	return &pb.Instance{
+		Host: host, Service: in.cfg.Name, Zone: zone, Address: in.address,
+		Mode: pb.Mode_MODE_POOL, Health: h, CheckOutput: in.output,
+		HealthChangedAt: timestamppb.New(in.changedAt),
+		Tags:            in.cfg.Tags, Priority: in.cfg.Priority,
+	}
+}
+
+// New prepares an agent: it expands addresses, builds the checks and an
+// etcd client. Nothing is registered until Run.
+func New(cfg *Config, opts Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 2 * time.Second
+	}
+	a := &Agent{
+		cfg:     *cfg,
+		opts:    opts,
+		log:     opts.Logger.With("host", cfg.Host),
+		changed: make(chan struct{}, 1),
+	}
+	for i, s := range cfg.Services {
+		addr, err := registry.ExpandAddress(s.Address)
+		if err != nil {
+			return nil, fmt.Errorf("services[%d].address: %w", i, err)
+		}
+		in := &instance{cfg: s, address: addr, checker: NewChecker(s.Check, addr)}
+		in.smoother = Smoother{Rise: *s.Check.Rise, Fall: *s.Check.Fall}
+		a.instances = append(a.instances, in)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.EtcdEndpoints,
+		DialTimeout: 5 * time.Second,
+		// Notice a silently dead connection (partition, frozen member) within
+		// a few seconds and move to another endpoint.
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: time.Second, Timeout: time.Second, PermitWithoutStream: true,
+		})},
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	a.cli = cli
+	return a, nil
+}
+
+// Run checks and registers until ctx is done, then revokes the lease so the
+// host's instances vanish at once, and returns nil. It survives etcd outages:
+// registrations are retried, and a lost lease is replaced by a new one under
+// which everything is registered again.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.cli.Close()
+	a.startedAt = time.Now()
+	var wg sync.WaitGroup
+	checkCtx, stopChecks := context.WithCancel(ctx)
+	defer func() { stopChecks(); wg.Wait() }()
+
+	// One round of checks first, so the first registration carries real health.
+	for _, in := range a.instances {
+		wg.Go(func() { a.checkOnce(checkCtx, in) })
+	}
+	wg.Wait()
+	for _, in := range a.instances {
+		wg.Go(func() { a.checkLoop(checkCtx, in) })
+	}
+
+	for ctx.Err() == nil {
+		lease, err := a.grant(ctx)
+		if err != nil {
+			break // ctx done
+		}
+		a.serve(ctx, lease)
+	}
+	return nil
+}
+
+// grant obtains a lease, retrying until etcd answers or ctx is done.
+func (a *Agent) grant(ctx context.Context) (*Lease, error) {
+	backoff := 250 * time.Millisecond
+	for {
+		gctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
+		l, err := grantLease(gctx, a.cli, a.cfg.TTL.Duration)
+		cancel()
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Warn("agent: cannot get a lease from etcd; retrying", "err", err, "in", backoff)
+		sleepCtx(ctx, backoff)
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// serve registers everything under lease and keeps it current until the
+// lease is lost (return, to be replaced) or ctx is done (revoke, return).
+func (a *Agent) serve(ctx context.Context, lease *Lease) {
+	kctx, stopKeepAlive := context.WithCancel(ctx)
+	var kwg sync.WaitGroup
+	kwg.Go(func() { lease.keepAlive(kctx, a.cli) })
+	defer func() { stopKeepAlive(); kwg.Wait() }()
+
+	written := map[string]pb.Health{} // what etcd holds under this lease
+	registered := false
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := lease.revoke(a.cli, a.opts.WriteTimeout); err != nil {
+				a.log.Warn("agent: revoking the lease failed; registrations expire after the TTL", "err", err, "ttl", lease.TTL)
+			} else {
+				a.log.Info("agent: lease revoked; instances deregistered")
+			}
+			return
+		case <-lease.Lost():
+			a.log.Warn("agent: lease lost; registering again under a new lease", "lease", fmt.Sprintf("%x", lease.ID))
+			return
+		case <-a.changed:
+		case <-retry.C:
+		}
+		var err error
+		if !registered {
+			err = a.register(ctx, lease, written)
+			registered = err == nil
+		} else {
+			err = a.update(ctx, lease, written)
+		}
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			lease.markLost()
+			continue
+		}
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("agent: writing to etcd failed; retrying", "err", err)
+			retry.Reset(500 * time.Millisecond)
+		}
+	}
+}
+
+// register writes the host and every instance under the lease in one txn.
+func (a *Agent) register(ctx context.Context, lease *Lease, written map[string]pb.Health) error {
+	host, err := registry.Encode(&pb.Host{
+		Name: a.cfg.Host, Zone: a.cfg.Zone, AgentVersion: Version,
+		StartedAt: timestamppb.New(a.startedAt), LeaseId: int64(lease.ID), LeaseTtlSeconds: int64(lease.TTL / time.Second),
+	})
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(registry.HostKey(a.cfg.Host), string(host), clientv3.WithLease(lease.ID))}
+	records := a.records()
+	for _, rec := range records {
+		ops = append(ops, clientv3.OpPut(registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.ID)))
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
+	defer cancel()
+	if _, err := a.cli.Txn(wctx).Then(ops...).Commit(); err != nil {
+		return err
+	}
+	for _, rec := range records {
+		written[rec.Service] = rec.Health
+	}
+	a.log.Info("agent: registered", "lease", fmt.Sprintf("%x", lease.ID), "ttl", lease.TTL, "instances", len(records))
+	return nil
+}
+
+// update writes the instances whose health differs from what etcd holds.
+func (a *Agent) update(ctx context.Context, lease *Lease, written map[string]pb.Health) error {
+	for _, rec := range a.records() {
+		if written[rec.Service] == rec.Health {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
+		_, err := a.cli.Put(wctx, registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.ID))
+		cancel()
+		if err != nil {
+			return err
+		}
+		written[rec.Service] = rec.Health
+	}
+	return nil
+}
+
+func (a *Agent) records() []*pb.Instance {
+	out := make([]*pb.Instance, len(a.instances))
+	for i, in := range a.instances {
+		out[i] = in.record(a.cfg.Host, a.cfg.Zone)
+	}
+	return out
+}
+
+func (a *Agent) checkLoop(ctx context.Context, in *instance) {
+	t := time.NewTicker(in.cfg.Check.Interval.Duration)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.checkOnce(ctx, in)
+		}
+	}
+}
+
+func (a *Agent) checkOnce(ctx context.Context, in *instance) {
+	cctx, cancel := context.WithTimeout(ctx, in.cfg.Check.Timeout.Duration)
+	out, err := in.checker.Check(cctx)
+	cancel()
+	if ctx.Err() != nil {
+		return // stopping: a cancelled check says nothing about the service
+	}
+	if err != nil {
+		out = err.Error()
+	}
+	in.mu.Lock()
+	passing, changed := in.smoother.Observe(err == nil)
+	if changed {
+		in.passing, in.output, in.changedAt = passing, out, time.Now()
+	}
+	in.mu.Unlock()
+	if changed {
+		a.log.Info("agent: health changed", "service", in.cfg.Name, "passing", passing, "output", out)
+		select {
+		case a.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

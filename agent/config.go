@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/understudy-dev/understudy/registry"
+)
+
+// Config is an agent's configuration file.
+type Config struct {
+	// Host names this machine in the registry. Default: the OS hostname.
+	Host string `yaml:"host"`
+	// Zone is the failure domain the host belongs to (dc1, cloud-a, ...).
+	Zone string `yaml:"zone"`
+	// EtcdEndpoints are the etcd client URLs; the agent balances over them
+	// and survives the loss of any one.
+	EtcdEndpoints []string `yaml:"etcd_endpoints"`
+	// TTL of the agent's lease: how long its registrations outlive a crash.
+	// Whole seconds, at least 2s. Default 5s.
+	TTL Duration `yaml:"ttl"`
+	// Services this host runs.
+	Services []ServiceConfig `yaml:"services"`
+}
+
+// ServiceConfig is one service instance on this host.
+type ServiceConfig struct {
+	// Name of the service, shared by all its instances (postgres, memcached).
+	Name string `yaml:"name"`
+	// Mode is "pool" (every healthy instance serves).
+	Mode string `yaml:"mode"`
+	// Address clients connect to, host:port; go-sockaddr templates allowed,
+	// e.g. "{{ GetPrivateIP }}:11211".
+	Address string `yaml:"address"`
+	// Tags are free-form labels published with the instance.
+	Tags []string `yaml:"tags"`
+	// Priority ranks candidates for the primary role; higher wins.
+	Priority int32 `yaml:"priority"`
+	// Check decides the instance's health.
+	Check CheckConfig `yaml:"check"`
+}
+
+// CheckConfig is a health check: exactly one of TCP, HTTP or Exec.
+type CheckConfig struct {
+	// TCP passes when a connection to this host:port opens. "self" or empty
+	// with no other kind set means the service's address.
+	TCP string `yaml:"tcp"`
+	// HTTP passes on a 2xx answer to GET of this URL.
+	HTTP string `yaml:"http"`
+	// Exec passes when this command exits 0; argv, no shell.
+	Exec []string `yaml:"exec"`
+	// Interval between checks. Default 1s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one check, at most Interval. Default: Interval/2.
+	Timeout Duration `yaml:"timeout"`
+	// Rise is how many passes in a row turn a critical instance passing. Default 2.
+	Rise *int `yaml:"rise"`
+	// Fall is how many failures in a row turn a passing instance critical. Default 2.
+	Fall *int `yaml:"fall"`
+}
+
+// Mode names accepted in the config.
+const (
+	ModePool    = "pool"
+	ModePrimary = "primary"
+)
+
+// Defaults.
+const (
+	DefaultTTL      = 5 * time.Second
+	DefaultInterval = time.Second
+	DefaultRise     = 2
+	DefaultFall     = 2
+)
+
+// Duration is a time.Duration written as "500ms" or "2s" in YAML. A value
+// that does not parse is kept as an error for Validate to report with the
+// field's name.
+type Duration struct {
+	time.Duration
+	raw string
+	err error
+}
+
+// D makes a Duration from a time.Duration.
+func D(d time.Duration) Duration { return Duration{Duration: d, raw: d.String()} }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	d.raw = n.Value
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		d.err = fmt.Errorf("%q is not a duration (write it like 500ms, 2s or 1m)", n.Value)
+		return nil
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.Duration.String(), nil }
+
+// IsSet reports whether the value was given.
+func (d Duration) IsSet() bool { return d.raw != "" }
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var yamlFieldErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type agent\.(\w+)`)
+
+// ParseConfig parses YAML, rejecting unknown keys, fills in defaults and
+// validates the result.
+func ParseConfig(b []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		msg := yamlFieldErr.ReplaceAllString(err.Error(), `line $1: unknown field "$2" in $3`)
+		msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+		return nil, errors.New(msg)
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// SetDefaults fills in unset fields.
+func (c *Config) SetDefaults() {
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+	}
+	if !c.TTL.IsSet() {
+		c.TTL = D(DefaultTTL)
+	}
+	for i := range c.Services {
+		s := &c.Services[i]
+		if s.Mode == "" {
+			s.Mode = ModePool
+		}
+		ch := &s.Check
+		if ch.TCP == "" && ch.HTTP == "" && len(ch.Exec) == 0 {
+			ch.TCP = "self"
+		}
+		if !ch.Interval.IsSet() {
+			ch.Interval = D(DefaultInterval)
+		}
+		if !ch.Timeout.IsSet() && ch.Interval.err == nil {
+			ch.Timeout = D(ch.Interval.Duration / 2)
+		}
+		if ch.Rise == nil {
+			ch.Rise = ptr(DefaultRise)
+		}
+		if ch.Fall == nil {
+			ch.Fall = ptr(DefaultFall)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Validate checks every field and the relations between them. The error
+// names each offending field, e.g. services[1].check.rise.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	name := func(field, v string) {
+		if err := registry.ValidateName(field, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	name("host", c.Host)
+	if c.Zone != "" {
+		name("zone", c.Zone)
+	}
+	if len(c.EtcdEndpoints) == 0 {
+		bad("etcd_endpoints", "is empty; list the etcd client URLs, e.g. [http://10.0.0.1:2379]")
+	}
+	for i, e := range c.EtcdEndpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			bad(fmt.Sprintf("etcd_endpoints[%d]", i), "%q is not an http(s):// URL", e)
+		}
+	}
+	switch {
+	case c.TTL.err != nil:
+		bad("ttl", "%v", c.TTL.err)
+	case c.TTL.Duration < 2*time.Second:
+		bad("ttl", "%v is too short (at least 2s)", c.TTL.Duration)
+	case c.TTL.Duration%time.Second != 0:
+		bad("ttl", "%v is not whole seconds (etcd leases count seconds)", c.TTL.Duration)
+	}
+	seen := map[string]int{}
+	for i := range c.Services {
+		errs = append(errs, c.Services[i].validate(fmt.Sprintf("services[%d]", i), c.TTL.Duration)...)
+		n := c.Services[i].Name
+		if j, dup := seen[n]; dup && n != "" {
+			bad(fmt.Sprintf("services[%d].name", i), "%q is already used by services[%d]", n, j)
+		}
+		seen[n] = i
+	}
+	return errors.Join(errs...)
+}
+
+func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
+	var errs []error
+	bad := func(f, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", field, f, fmt.Sprintf(format, args...)))
+	}
+	if err := registry.ValidateName(field+".name", s.Name); err != nil {
+		errs = append(errs, err)
+	}
+	switch s.Mode {
+	case ModePool:
+	case ModePrimary:
+		bad("mode", "primary mode is not available in this version; use pool")
+	default:
+		bad("mode", "%q: want %s", s.Mode, ModePool)
+	}
+	if s.Address == "" {
+		bad("address", "is empty; give host:port clients connect to")
+	} else if _, err := registry.ExpandAddress(s.Address); err != nil {
+		bad("address", "%v", err)
+	}
+	ch := &s.Check
+	kinds := 0
+	for _, set := range []bool{ch.TCP != "", ch.HTTP != "", len(ch.Exec) > 0} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		bad("check", "set exactly one of tcp, http and exec")
+	}
+	if ch.HTTP != "" && !strings.HasPrefix(ch.HTTP, "http://") && !strings.HasPrefix(ch.HTTP, "https://") {
+		bad("check.http", "%q is not an http(s):// URL", ch.HTTP)
+	}
+	if len(ch.Exec) > 0 && ch.Exec[0] == "" {
+		bad("check.exec", "the command is empty")
+	}
+	durOK := true
+	for _, d := range []struct {
+		name string
+		d    Duration
+	}{{"interval", ch.Interval}, {"timeout", ch.Timeout}} {
+		switch {
+		case d.d.err != nil:
+			bad("check."+d.name, "%v", d.d.err)
+			durOK = false
+		case d.d.Duration <= 0:
+			bad("check."+d.name, "must be positive")
+			durOK = false
+		}
+	}
+	if durOK && ch.Timeout.Duration > ch.Interval.Duration {
+		bad("check.timeout", "%v is longer than check.interval %v", ch.Timeout.Duration, ch.Interval.Duration)
+	}
+	if ch.Rise != nil && *ch.Rise < 1 {
+		bad("check.rise", "must be at least 1, got %d", *ch.Rise)
+	}
+	if ch.Fall != nil && *ch.Fall < 1 {
+		bad("check.fall", "must be at least 1, got %d", *ch.Fall)
+	}
+	if durOK && ch.Fall != nil && ttl > 0 && ch.Interval.Duration*time.Duration(*ch.Fall) > 10*ttl {
+		bad("check.interval", "%v × fall %d is far longer than the lease ttl %v: a failure would be noticed long after a crash would", ch.Interval.Duration, *ch.Fall, ttl)
+	}
+	return errs
+}

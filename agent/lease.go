@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Lease is an etcd lease kept alive by the agent's own loop rather than the
+// client library's, so the agent knows a safe deadline: the send time of the
+// last keepalive etcd answered, plus the TTL. etcd cannot expire the lease
+// before that instant, and after it the agent must assume the lease is gone.
+type Lease struct {
+	ID  clientv3.LeaseID
+	TTL time.Duration
+
+	mu       sync.Mutex
+	deadline time.Time
+	lost     chan struct{}
+	lostOnce sync.Once
+}
+
+// grantLease creates a lease of ttl.
+func grantLease(ctx context.Context, cli *clientv3.Client, ttl time.Duration) (*Lease, error) {
+	sent := time.Now()
+	resp, err := cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	l := &Lease{ID: resp.ID, TTL: time.Duration(resp.TTL) * time.Second, lost: make(chan struct{})}
+	l.deadline = sent.Add(l.TTL)
+	return l, nil
+}
+
+// Deadline is the latest instant the lease is known to be alive.
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// Lost is closed once the lease is known or presumed gone.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+func (l *Lease) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
+
+// keepAlive renews the lease every TTL/3 until ctx is done or the lease is
+// lost: etcd says it no longer exists, or the deadline passes without an
+// answered renewal (etcd unreachable for a whole TTL).
+func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
+	period := l.TTL / 3
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.lost:
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		actx, cancel := context.WithTimeout(ctx, period)
+		resp, err := cli.KeepAliveOnce(actx, l.ID)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			l.mu.Lock()
+			l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
+			l.mu.Unlock()
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+			l.markLost()
+			return
+		}
+		if time.Now().After(l.Deadline()) {
+			l.markLost()
+			return
+		}
+		// Retry sooner after a failure so a brief outage costs little.
+		next := period
+		if err != nil {
+			next = min(period, 250*time.Millisecond)
+		}
+		t.Reset(next)
+	}
+}
+
+// revoke ends the lease so every key bound to it vanishes at once.
+func (l *Lease) revoke(cli *clientv3.Client, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := cli.Revoke(ctx, l.ID)
+	l.markLost()
+	return err
+}

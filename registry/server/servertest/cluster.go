@@ -156,4 +156,3 @@ func (c *Cluster) Registry(t testing.TB, i int) pb.RegistryServiceClient {
 	t.Cleanup(func() { _ = conn.Close() })
 	return pb.NewRegistryServiceClient(conn)
 }
-

@@ -1,0 +1,45 @@
+package registry
+
+import (
+	"fmt"
+	"strings"
+
+	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
+)
+
+// Short names for enum values in human-readable output.
+func ModeName(m pb.Mode) string     { return lowerTrim(m.String(), "MODE_") }
+func HealthName(h pb.Health) string { return lowerTrim(h.String(), "HEALTH_") }
+func StatusName(s pb.Status) string { return strings.TrimPrefix(s.String(), "STATUS_") }
+
+func lowerTrim(s, prefix string) string { return strings.ToLower(strings.TrimPrefix(s, prefix)) }
+
+// FormatView renders a view on one line for `understudy watch`:
+//
+//	cache pool READ_WRITE rev=12 2/3 healthy: dev-a@dc1 127.0.0.1:4001 passing, ...
+func FormatView(v *pb.View) string {
+	var b strings.Builder
+	b.WriteString(v.GetService())
+	if v.GetMode() != pb.Mode_MODE_UNSPECIFIED {
+		b.WriteString(" " + ModeName(v.GetMode()))
+	}
+	fmt.Fprintf(&b, " %s rev=%d", StatusName(v.GetStatus()), v.GetRevision())
+	if v.GetStale() {
+		b.WriteString(" STALE")
+	}
+	if p := v.GetPrimary(); p != nil {
+		fmt.Fprintf(&b, " primary=%s@%s %s epoch=%d", p.GetHost(), p.GetZone(), p.GetAddress(), p.GetEpoch())
+	}
+	if len(v.GetInstances()) == 0 {
+		b.WriteString(" no instances")
+		return b.String()
+	}
+	fmt.Fprintf(&b, " %d/%d healthy:", len(Healthy(v)), len(v.GetInstances()))
+	for i, in := range v.GetInstances() {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s@%s %s %s", in.GetHost(), in.GetZone(), in.GetAddress(), HealthName(in.GetHealth()))
+	}
+	return b.String()
+}

@@ -106,7 +106,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // MarshalYAML implements yaml.Marshaler.
-func (d Duration) MarshalYAML() (any, error) { return d.Duration.String(), nil }
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // IsSet reports whether the value was given.
 func (d Duration) IsSet() bool { return d.raw != "" }

@@ -258,21 +258,22 @@ func (h *Hub) publish(changed map[string]*pb.View, stale bool) {
 	metricRevision.Set(float64(h.state.Revision()))
 	batch := make([]*pb.View, 0, len(changed))
 	for name, v := range changed {
+		m := h.mark(v)
 		if len(v.GetInstances()) == 0 && v.GetPrimary() == nil {
 			delete(h.views, name)
 		} else {
-			h.views[name] = h.mark(v)
+			h.views[name] = m
 		}
-		h.record(change{rev: v.GetRevision(), view: h.mark(v)})
-		batch = append(batch, h.mark(v))
+		h.record(change{rev: v.GetRevision(), view: m})
+		batch = append(batch, m)
 	}
 	if flip {
 		h.log.Info("registry: stale mark changed", "stale", stale)
-		for name, v := range h.views {
+		for name := range h.views {
 			if changed[name] == nil {
-				v = h.mark(h.state.View(name))
-				h.views[name] = v
-				batch = append(batch, v)
+				m := h.mark(h.state.View(name))
+				h.views[name] = m
+				batch = append(batch, m)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/understudy-dev/understudy/registry"
 )
@@ -136,26 +137,28 @@ func parseURLs(field string, raw []string) ([]url.URL, error) {
 	return out, nil
 }
 
-// embedConfig turns c into etcd's own configuration.
-func (c *MemberConfig) embedConfig() (*embed.Config, error) {
+// embedConfig turns c into etcd's own configuration. etcd logs through a
+// zap logger whose level the returned AtomicLevel controls.
+func (c *MemberConfig) embedConfig() (*embed.Config, zap.AtomicLevel, error) {
+	level := zap.NewAtomicLevel()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, level, err
 	}
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	cfg.Dir = c.DataDir
 	var err error
 	if cfg.ListenClientUrls, err = parseURLs("listen-client-urls", c.ListenClientURLs); err != nil {
-		return nil, err
+		return nil, level, err
 	}
 	if cfg.AdvertiseClientUrls, err = parseURLs("advertise-client-urls", c.AdvertiseClientURLs); err != nil {
-		return nil, err
+		return nil, level, err
 	}
 	if cfg.ListenPeerUrls, err = parseURLs("listen-peer-urls", c.ListenPeerURLs); err != nil {
-		return nil, err
+		return nil, level, err
 	}
 	if cfg.AdvertisePeerUrls, err = parseURLs("advertise-peer-urls", c.AdvertisePeerURLs); err != nil {
-		return nil, err
+		return nil, level, err
 	}
 	cfg.InitialCluster = c.InitialCluster
 	if cfg.InitialCluster == "" {
@@ -165,7 +168,7 @@ func (c *MemberConfig) embedConfig() (*embed.Config, error) {
 		}
 		cfg.InitialCluster = strings.Join(peers, ",")
 	} else if cfg.InitialCluster, err = registry.ExpandAddress(cfg.InitialCluster); err != nil {
-		return nil, fmt.Errorf("initial-cluster: %w", err)
+		return nil, level, fmt.Errorf("initial-cluster: %w", err)
 	}
 	cfg.ClusterState = c.InitialClusterState
 	cfg.InitialClusterToken = c.InitialClusterToken
@@ -179,23 +182,34 @@ func (c *MemberConfig) embedConfig() (*embed.Config, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
 	}
-	cfg.LogOutputs = []string{"stderr"}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("etcd member configuration: %w", err)
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, level, fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
 	}
-	return cfg, nil
+	zcfg := zap.NewProductionConfig()
+	zcfg.Level = level
+	zcfg.OutputPaths, zcfg.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
+	lg, err := zcfg.Build()
+	if err != nil {
+		return nil, level, err
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	if err := cfg.Validate(); err != nil {
+		return nil, level, fmt.Errorf("etcd member configuration: %w", err)
+	}
+	return cfg, level, nil
 }
 
 // Member is a running embedded etcd member.
 type Member struct {
-	cfg  MemberConfig
-	etcd *embed.Etcd
+	cfg   MemberConfig
+	etcd  *embed.Etcd
+	level zap.AtomicLevel
 }
 
 // StartMember starts an embedded etcd member and waits until it has joined
 // its cluster (or until timeout).
 func StartMember(cfg MemberConfig, timeout time.Duration) (*Member, error) {
-	ecfg, err := cfg.embedConfig()
+	ecfg, level, err := cfg.embedConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +227,7 @@ func StartMember(cfg MemberConfig, timeout time.Duration) (*Member, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd member %s did not join its cluster within %v (are the other founding members up?)", cfg.Name, timeout)
 	}
-	return &Member{cfg: cfg, etcd: e}, nil
+	return &Member{cfg: cfg, etcd: e, level: level}, nil
 }
 
 // ClientURLs are where clients reach this member.
@@ -249,5 +263,10 @@ func (m *Member) Zone() string { return m.cfg.Zone }
 // Err reports fatal errors of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }
 
-// Close stops the member. Safe to call more than once.
-func (m *Member) Close() { m.etcd.Close() }
+// Close stops the member. Safe to call more than once. etcd reports its own
+// listeners closing as errors; those are expected here, so its logger is
+// silenced first.
+func (m *Member) Close() {
+	m.level.SetLevel(zap.FatalLevel)
+	m.etcd.Close()
+}

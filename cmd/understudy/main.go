@@ -6,18 +6,26 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 )
 
-func main() {
-	err := newRootCmd().Execute()
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+// run executes one command line and returns the exit status: 0 on success,
+// 2 for bad flags, arguments or configuration, 1 for anything else.
+func run(args []string, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetErr(stderr)
+	err := root.Execute()
 	if err == nil {
-		return
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "understudy:", err)
+	fmt.Fprintln(stderr, "understudy:", err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		os.Exit(2)
+		return 2
 	}
-	os.Exit(1)
+	return 1
 }

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodService = `
+host: h1
+etcd_endpoints: [http://127.0.0.1:1]
+services:
+  - name: cache
+    address: 127.0.0.1:11211
+`
+
+// Bad input exits with status 2 and an error naming the field or argument.
+func TestBadInputExitsTwoNamingTheField(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // in stderr
+	}{
+		{"unknown config key", []string{"agent", "--config", writeConfig(t, goodService+"    colour: red\n")}, `unknown field "colour"`},
+		{"bad duration", []string{"agent", "--config", writeConfig(t, goodService+"    check: {interval: 2 seconds}\n")}, "services[0].check.interval"},
+		{"rise 0", []string{"agent", "--config", writeConfig(t, goodService+"    check: {rise: 0}\n")}, "services[0].check.rise"},
+		{"missing name", []string{"agent", "--config", writeConfig(t, "host: h1\netcd_endpoints: [http://127.0.0.1:1]\nservices:\n  - address: 127.0.0.1:1\n")}, "services[0].name"},
+		{"missing config flag", []string{"agent"}, "--config"},
+		{"missing config file", []string{"agent", "--config", "/nonexistent/agent.yaml"}, "no such file"},
+		{"bad watch service", []string{"watch", "bad/name"}, "SERVICE 1"},
+		{"unknown flag", []string{"status", "--colour"}, "unknown flag"},
+		{"bad member name", []string{"server", "--name", "a/b", "--data-dir", t.TempDir()}, "name"},
+		{"bad cluster state", []string{"server", "--name", "a", "--initial-cluster-state", "old", "--data-dir", t.TempDir()}, "initial-cluster-state"},
+		{"dev fail needs two args", []string{"dev", "fail", "dev-a"}, "accepts 2 arg"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if got := run(tt.args, &stderr); got != 2 {
+				t.Errorf("exit status = %d, want 2; stderr: %s", got, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr = %q, want it to name %q", stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestStatusWithNoRegistryFailsClearly(t *testing.T) {
+	var stderr bytes.Buffer
+	if got := run([]string{"status", "--registry", "127.0.0.1:1"}, &stderr); got != 1 {
+		t.Fatalf("exit status = %d, want 1", got)
+	}
+	if !strings.Contains(stderr.String(), "no registry answered") {
+		t.Fatalf("stderr = %q", stderr.String())
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,6 +98,11 @@ func D(d time.Duration) Duration { return Duration{Duration: d, raw: d.String()}
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	d.raw = n.Value
+	if n.Kind != yaml.ScalarNode || n.Value == "" {
+		d.raw = "(line " + strconv.Itoa(n.Line) + ")" // set, so no default hides the error
+		d.err = fmt.Errorf("line %d: want a duration like 500ms, 2s or 1m", n.Line)
+		return nil
+	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
 		d.err = fmt.Errorf("%q is not a duration (write it like 500ms, 2s or 1m)", n.Value)
@@ -198,8 +205,8 @@ func (c *Config) Validate() error {
 		bad("etcd_endpoints", "is empty; list the etcd client URLs, e.g. [http://10.0.0.1:2379]")
 	}
 	for i, e := range c.EtcdEndpoints {
-		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-			bad(fmt.Sprintf("etcd_endpoints[%d]", i), "%q is not an http(s):// URL", e)
+		if !isHTTPURL(e) {
+			bad(fmt.Sprintf("etcd_endpoints[%d]", i), "%q is not an http(s)://host:port URL", e)
 		}
 	}
 	switch {
@@ -252,7 +259,7 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 	if kinds > 1 {
 		bad("check", "set exactly one of tcp, http and exec")
 	}
-	if ch.HTTP != "" && !strings.HasPrefix(ch.HTTP, "http://") && !strings.HasPrefix(ch.HTTP, "https://") {
+	if ch.HTTP != "" && !isHTTPURL(ch.HTTP) {
 		bad("check.http", "%q is not an http(s):// URL", ch.HTTP)
 	}
 	if len(ch.Exec) > 0 && ch.Exec[0] == "" {
@@ -264,6 +271,8 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 		d    Duration
 	}{{"interval", ch.Interval}, {"timeout", ch.Timeout}} {
 		switch {
+		case !d.d.IsSet():
+			durOK = false // no default was derived from a bad interval; that error is reported already
 		case d.d.err != nil:
 			bad("check."+d.name, "%v", d.d.err)
 			durOK = false
@@ -285,4 +294,9 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 		bad("check.interval", "%v × fall %d is far longer than the lease ttl %v: a failure would be noticed long after a crash would", ch.Interval.Duration, *ch.Fall, ttl)
 	}
 	return errs
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

@@ -34,6 +34,12 @@ func (s *Server) httpHandler() *http.ServeMux {
 	})
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-s.hub.Ready():
+		default:
+			http.Error(w, ErrNotReady.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		views, rev := s.hub.Views()
 		writeJSON(w, &pb.ListServicesResponse{Views: views, Revision: rev})
 	})

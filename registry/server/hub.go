@@ -116,7 +116,7 @@ func (h *Hub) Stop() {
 	for s := range subs {
 		s.close()
 	}
-	metricSubscribers.Set(float64(h.subscriberCount()))
+	metricSubscribers.Sub(float64(len(subs)))
 }
 
 // run owns the etcd watch: read everything, watch from the next revision,
@@ -282,7 +282,7 @@ func (h *Hub) publish(changed map[string]*pb.View, stale bool) {
 	}
 	metricViewChanges.Add(float64(len(changed)))
 	for s := range h.subs {
-		s.push(batch, h.state.Revision())
+		s.push(batch, h.state.Revision(), flip)
 	}
 }
 
@@ -334,7 +334,9 @@ func (h *Hub) Subscribe(ctx context.Context, services []string, fromRev int64) (
 	}
 	rev := h.state.Revision()
 	first := &pb.WatchResponse{Revision: rev}
-	if fromRev > 0 && fromRev >= h.historyFrom {
+	// A stale hub sends a full snapshot even to a resuming subscriber: the
+	// history says what changed, not that the views are now stale.
+	if fromRev > 0 && fromRev >= h.historyFrom && !h.stale {
 		s.minRev = fromRev
 		// The subscriber knows everything up to fromRev: send the current
 		// view of each service changed since, or its removal.
@@ -356,22 +358,17 @@ func (h *Hub) Subscribe(ctx context.Context, services []string, fromRev int64) (
 	}
 	s.rev = rev
 	h.subs[s] = struct{}{}
-	metricSubscribers.Set(float64(len(h.subs)))
+	metricSubscribers.Inc()
 	return s, first, nil
 }
 
 func (h *Hub) unsubscribe(s *Subscription) {
 	h.mu.Lock()
-	delete(h.subs, s)
-	n := len(h.subs)
-	h.mu.Unlock()
-	metricSubscribers.Set(float64(n))
-}
-
-func (h *Hub) subscriberCount() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.subs)
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; ok {
+		delete(h.subs, s)
+		metricSubscribers.Dec()
+	}
 }
 
 // View returns the current view of a service, or nil when it is unknown.

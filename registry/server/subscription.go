@@ -28,13 +28,15 @@ type Subscription struct {
 
 func (s *Subscription) wants(service string) bool { return s.filter == nil || s.filter[service] }
 
-// push adds one batch of views, all complete up to rev. The hub calls it with
-// its own lock held; it never blocks.
-func (s *Subscription) push(views []*pb.View, rev int64) {
+// push adds one batch of views, all complete up to rev. restamp says the
+// batch re-sends unchanged views with a new stale mark, which a resumed
+// subscriber must see even though it knows their revision. The hub calls
+// push with its own lock held; it never blocks.
+func (s *Subscription) push(views []*pb.View, rev int64, restamp bool) {
 	s.mu.Lock()
 	added := false
 	for _, v := range views {
-		if !s.wants(v.GetService()) || (s.minRev > 0 && v.GetRevision() <= s.minRev && !v.GetStale()) {
+		if !s.wants(v.GetService()) || (!restamp && v.GetRevision() <= s.minRev) {
 			continue
 		}
 		s.pending[v.GetService()] = v

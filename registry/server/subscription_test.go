@@ -170,3 +170,19 @@ func TestSortViews(t *testing.T) {
 		})
 	}
 }
+
+// A resumed subscriber drops views it already knows (revision at or below
+// the one it resumed from), except when the hub re-sends them with a new
+// stale mark: then the mark is news.
+func TestPushRestampReachesResumedSubscriber(t *testing.T) {
+	s := &Subscription{minRev: 10, pending: map[string]*pb.View{}, notify: make(chan struct{}, 1)}
+	known := &pb.View{Service: "db", Revision: 7}
+	s.push([]*pb.View{known}, 12, false)
+	if len(s.pending) != 0 {
+		t.Fatalf("a view at revision 7 was queued for a subscriber resumed from 10")
+	}
+	s.push([]*pb.View{known}, 12, true)
+	if s.pending["db"] != known {
+		t.Fatalf("a re-stamped view was not queued: pending %v", s.pending)
+	}
+}

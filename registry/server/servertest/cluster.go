@@ -1,6 +1,7 @@
 package servertest
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -34,7 +35,7 @@ func FreePort(t testing.TB) int {
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -52,8 +53,24 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // StartCluster starts n servers in zones z1..zn and waits until every one has
 // loaded its views. The cluster is closed when the test ends.
+//
+// Ports are picked free and then bound by etcd, so a test binary running in
+// parallel can take one in between; such a start is retried with new ports.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c, err := startCluster(t, n)
+		if err == nil {
+			return c
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("retrying cluster start with new ports: %v", err)
+	}
+}
+
+func startCluster(t testing.TB, n int) (*Cluster, error) {
 	c := &Cluster{t: t, Servers: make([]*server.Server, n), stopped: make([]bool, n)}
 	cfgs := make([]server.MemberConfig, n)
 	peers := make([]string, n)
@@ -87,20 +104,21 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		})
 	}
 	wg.Wait()
-	t.Cleanup(c.Close)
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("start server %d: %v", i, err)
+			c.Close()
+			return nil, fmt.Errorf("start server %d: %w", i, err)
 		}
 	}
+	t.Cleanup(c.Close)
 	for _, s := range c.Servers {
 		select {
 		case <-s.Hub().Ready():
 		case <-time.After(30 * time.Second):
-			t.Fatalf("server did not load its views within 30s")
+			return nil, errors.New("server did not load its views within 30s")
 		}
 	}
-	return c
+	return c, nil
 }
 
 // Endpoints returns the etcd client URLs of the running members.

@@ -28,15 +28,25 @@ type Cluster struct {
 	stopped []bool
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// handedOut holds every port FreePort returned in this process: the kernel
+// may offer a just-closed port again, and two members must never share one.
+var handedOut sync.Map
+
+// FreePort returns a loopback port that was free a moment ago and that no
+// earlier call in this process returned.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Quiet is a logger for tests that only prints warnings and errors.

@@ -22,6 +22,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Role is an instance's part in a primary-mode service, as derived for a view.
+type Role int32
+
+const (
+	Role_ROLE_UNSPECIFIED Role = 0
+	Role_ROLE_PRIMARY     Role = 1
+	Role_ROLE_STANDBY     Role = 2
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_PRIMARY",
+		2: "ROLE_STANDBY",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_PRIMARY":     1,
+		"ROLE_STANDBY":     2,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_understudy_v1_registry_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_understudy_v1_registry_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{0}
+}
+
 // Mode says how the instances of a service share work.
 type Mode int32
 
@@ -58,11 +108,11 @@ func (x Mode) String() string {
 }
 
 func (Mode) Descriptor() protoreflect.EnumDescriptor {
-	return file_understudy_v1_registry_proto_enumTypes[0].Descriptor()
+	return file_understudy_v1_registry_proto_enumTypes[1].Descriptor()
 }
 
 func (Mode) Type() protoreflect.EnumType {
-	return &file_understudy_v1_registry_proto_enumTypes[0]
+	return &file_understudy_v1_registry_proto_enumTypes[1]
 }
 
 func (x Mode) Number() protoreflect.EnumNumber {
@@ -71,7 +121,7 @@ func (x Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Mode.Descriptor instead.
 func (Mode) EnumDescriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{0}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
 // Health is the result of an instance's check after rise/fall smoothing.
@@ -108,11 +158,11 @@ func (x Health) String() string {
 }
 
 func (Health) Descriptor() protoreflect.EnumDescriptor {
-	return file_understudy_v1_registry_proto_enumTypes[1].Descriptor()
+	return file_understudy_v1_registry_proto_enumTypes[2].Descriptor()
 }
 
 func (Health) Type() protoreflect.EnumType {
-	return &file_understudy_v1_registry_proto_enumTypes[1]
+	return &file_understudy_v1_registry_proto_enumTypes[2]
 }
 
 func (x Health) Number() protoreflect.EnumNumber {
@@ -121,7 +171,7 @@ func (x Health) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Health.Descriptor instead.
 func (Health) EnumDescriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 // Status is what clients may do with a service.
@@ -164,11 +214,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_understudy_v1_registry_proto_enumTypes[2].Descriptor()
+	return file_understudy_v1_registry_proto_enumTypes[3].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_understudy_v1_registry_proto_enumTypes[2]
+	return &file_understudy_v1_registry_proto_enumTypes[3]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -177,7 +227,77 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+// EventKind says what happened to a service's primary role.
+type EventKind int32
+
+const (
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// A host became primary (promote hook succeeded, primary record written).
+	EventKind_EVENT_KIND_PROMOTED EventKind = 1
+	// A primary ran its demote hook and gave up the role.
+	EventKind_EVENT_KIND_DEMOTED EventKind = 2
+	// A candidate won the leader key but its promote hook failed.
+	EventKind_EVENT_KIND_PROMOTE_FAILED EventKind = 3
+	// A primary lost contact with etcd and demoted itself before its lease
+	// could expire.
+	EventKind_EVENT_KIND_FENCED               EventKind = 4
+	EventKind_EVENT_KIND_SWITCHOVER_REQUESTED EventKind = 5
+	EventKind_EVENT_KIND_PAUSED               EventKind = 6
+	EventKind_EVENT_KIND_RESUMED              EventKind = 7
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_PROMOTED",
+		2: "EVENT_KIND_DEMOTED",
+		3: "EVENT_KIND_PROMOTE_FAILED",
+		4: "EVENT_KIND_FENCED",
+		5: "EVENT_KIND_SWITCHOVER_REQUESTED",
+		6: "EVENT_KIND_PAUSED",
+		7: "EVENT_KIND_RESUMED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":          0,
+		"EVENT_KIND_PROMOTED":             1,
+		"EVENT_KIND_DEMOTED":              2,
+		"EVENT_KIND_PROMOTE_FAILED":       3,
+		"EVENT_KIND_FENCED":               4,
+		"EVENT_KIND_SWITCHOVER_REQUESTED": 5,
+		"EVENT_KIND_PAUSED":               6,
+		"EVENT_KIND_RESUMED":              7,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_understudy_v1_registry_proto_enumTypes[4].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_understudy_v1_registry_proto_enumTypes[4]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 // Host is one machine running one agent. Stored at
@@ -287,7 +407,9 @@ type Instance struct {
 	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
 	// How up to date a standby's data is (larger is fresher), from the
 	// service's optional freshness command. Zero when not reported.
-	Freshness     int64 `protobuf:"varint,11,opt,name=freshness,proto3" json:"freshness,omitempty"`
+	Freshness int64 `protobuf:"varint,11,opt,name=freshness,proto3" json:"freshness,omitempty"`
+	// Set in views of primary-mode services only; never stored.
+	Role          Role `protobuf:"varint,12,opt,name=role,proto3,enum=understudy.v1.Role" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +521,244 @@ func (x *Instance) GetFreshness() int64 {
 	return 0
 }
 
+func (x *Instance) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+// Leader is the value of the lease-bound key candidates race for, at
+// /understudy/v1/leaders/<service>. Its create revision is the epoch.
+type Leader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Zone          string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leader) Reset() {
+	*x = Leader{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leader) ProtoMessage() {}
+
+func (x *Leader) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leader.ProtoReflect.Descriptor instead.
+func (*Leader) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Leader) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Leader) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Leader) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+// Control holds operator requests for a service, at
+// /understudy/v1/control/<service>.
+type Control struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// While true, agents take no automatic failover action.
+	Paused bool `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	// A pending switchover: the primary that must hand over, and the host that
+	// should take over (empty: the best ranked standby).
+	SwitchoverFrom string                 `protobuf:"bytes,2,opt,name=switchover_from,json=switchoverFrom,proto3" json:"switchover_from,omitempty"`
+	SwitchoverTo   string                 `protobuf:"bytes,3,opt,name=switchover_to,json=switchoverTo,proto3" json:"switchover_to,omitempty"`
+	RequestedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Control) Reset() {
+	*x = Control{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Control) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Control) ProtoMessage() {}
+
+func (x *Control) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Control.ProtoReflect.Descriptor instead.
+func (*Control) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Control) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Control) GetSwitchoverFrom() string {
+	if x != nil {
+		return x.SwitchoverFrom
+	}
+	return ""
+}
+
+func (x *Control) GetSwitchoverTo() string {
+	if x != nil {
+		return x.SwitchoverTo
+	}
+	return ""
+}
+
+func (x *Control) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+// Event is one entry of a service's history, at
+// /understudy/v1/events/<service>/<revision>, kept for a bounded time.
+type Event struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Kind    EventKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=understudy.v1.EventKind" json:"kind,omitempty"`
+	Host    string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Epoch   int64                  `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Why: "check failed", "lease expired", "switchover", "shutdown", ...
+	Reason string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=at,proto3" json:"at,omitempty"`
+	// The etcd revision the event was stored at.
+	Revision      int64 `protobuf:"varint,7,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Event) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Event) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *Event) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Event) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Event) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Event) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Event) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // Primary is the acting primary of a primary-mode service. Stored at
 // /understudy/v1/primaries/<service> only after the promote hook succeeded.
 type Primary struct {
@@ -415,7 +775,7 @@ type Primary struct {
 
 func (x *Primary) Reset() {
 	*x = Primary{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[2]
+	mi := &file_understudy_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +787,7 @@ func (x *Primary) String() string {
 func (*Primary) ProtoMessage() {}
 
 func (x *Primary) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[2]
+	mi := &file_understudy_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +800,7 @@ func (x *Primary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Primary.ProtoReflect.Descriptor instead.
 func (*Primary) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Primary) GetHost() string {
@@ -485,7 +845,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[3]
+	mi := &file_understudy_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +857,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[3]
+	mi := &file_understudy_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +870,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Member) GetName() string {
@@ -555,14 +915,16 @@ type View struct {
 	Revision int64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
 	// True when the server serving this view has lost its etcd quorum and is
 	// serving the last state it knew.
-	Stale         bool `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Primary mode: automatic failover is paused by an operator.
+	Paused        bool `protobuf:"varint,8,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	mi := &file_understudy_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +936,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	mi := &file_understudy_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +949,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *View) GetService() string {
@@ -639,6 +1001,13 @@ func (x *View) GetStale() bool {
 	return false
 }
 
+func (x *View) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Services to watch; all services (including ones that appear later) when empty.
@@ -652,7 +1021,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[5]
+	mi := &file_understudy_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +1033,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[5]
+	mi := &file_understudy_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +1046,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchRequest) GetServices() []string {
@@ -710,7 +1079,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[6]
+	mi := &file_understudy_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1091,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[6]
+	mi := &file_understudy_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1104,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchResponse) GetRevision() int64 {
@@ -768,7 +1137,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[7]
+	mi := &file_understudy_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1149,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[7]
+	mi := &file_understudy_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1162,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -812,7 +1181,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[8]
+	mi := &file_understudy_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1193,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[8]
+	mi := &file_understudy_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1206,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServiceResponse) GetView() *View {
@@ -855,7 +1224,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[9]
+	mi := &file_understudy_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1236,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[9]
+	mi := &file_understudy_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1249,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 type ListServicesResponse struct {
@@ -893,7 +1262,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[10]
+	mi := &file_understudy_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1274,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[10]
+	mi := &file_understudy_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1287,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListServicesResponse) GetViews() []*View {
@@ -943,7 +1312,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[11]
+	mi := &file_understudy_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1324,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[11]
+	mi := &file_understudy_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1337,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 // MemberStatus is one etcd member as seen from the answering server.
@@ -992,7 +1361,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[12]
+	mi := &file_understudy_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1373,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[12]
+	mi := &file_understudy_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1386,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -1109,7 +1478,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[13]
+	mi := &file_understudy_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1490,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[13]
+	mi := &file_understudy_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1503,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*MemberStatus {
@@ -1179,6 +1548,369 @@ func (x *ClusterStatusResponse) GetStale() bool {
 	return false
 }
 
+type SwitchoverRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The host to hand the role to; empty for the best ranked healthy standby.
+	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverRequest) Reset() {
+	*x = SwitchoverRequest{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverRequest) ProtoMessage() {}
+
+func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
+func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SwitchoverRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SwitchoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type SwitchoverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The primary asked to hand over.
+	From          string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverResponse) Reset() {
+	*x = SwitchoverResponse{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverResponse) ProtoMessage() {}
+
+func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
+func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SwitchoverResponse) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *SwitchoverResponse) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type PauseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRequest) Reset() {
+	*x = PauseRequest{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRequest) ProtoMessage() {}
+
+func (x *PauseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
+func (*PauseRequest) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PauseRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+type PauseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseResponse) Reset() {
+	*x = PauseResponse{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseResponse) ProtoMessage() {}
+
+func (x *PauseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
+func (*PauseResponse) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+type ResumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRequest) Reset() {
+	*x = ResumeRequest{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRequest) ProtoMessage() {}
+
+func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRequest) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResumeRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+type ResumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeResponse) Reset() {
+	*x = ResumeResponse{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeResponse) ProtoMessage() {}
+
+func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
+func (*ResumeResponse) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{22}
+}
+
+type ListEventsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// At most this many of the newest events; all kept when 0.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListEventsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_understudy_v1_registry_proto protoreflect.FileDescriptor
 
 const file_understudy_v1_registry_proto_rawDesc = "" +
@@ -1191,7 +1923,7 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x19\n" +
 	"\blease_id\x18\x05 \x01(\x03R\aleaseId\x12*\n" +
-	"\x11lease_ttl_seconds\x18\x06 \x01(\x03R\x0fleaseTtlSeconds\"\xf7\x02\n" +
+	"\x11lease_ttl_seconds\x18\x06 \x01(\x03R\x0fleaseTtlSeconds\"\xa0\x03\n" +
 	"\bInstance\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
@@ -1204,7 +1936,25 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x04tags\x18\t \x03(\tR\x04tags\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12\x1c\n" +
-	"\tfreshness\x18\v \x01(\x03R\tfreshness\"a\n" +
+	"\tfreshness\x18\v \x01(\x03R\tfreshness\x12'\n" +
+	"\x04role\x18\f \x01(\x0e2\x13.understudy.v1.RoleR\x04role\"J\n" +
+	"\x06Leader\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\"\xae\x01\n" +
+	"\aControl\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\x12'\n" +
+	"\x0fswitchover_from\x18\x02 \x01(\tR\x0eswitchoverFrom\x12#\n" +
+	"\rswitchover_to\x18\x03 \x01(\tR\fswitchoverTo\x12=\n" +
+	"\frequested_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\"\xd9\x01\n" +
+	"\x05Event\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12,\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x18.understudy.v1.EventKindR\x04kind\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12*\n" +
+	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1a\n" +
+	"\brevision\x18\a \x01(\x03R\brevision\"a\n" +
 	"\aPrimary\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -1215,7 +1965,7 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
 	"clientUrls\x12\x1b\n" +
-	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\"\x93\x02\n" +
+	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\"\xab\x02\n" +
 	"\x04View\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.understudy.v1.ModeR\x04mode\x12-\n" +
@@ -1223,7 +1973,8 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x04 \x03(\v2\x17.understudy.v1.InstanceR\tinstances\x120\n" +
 	"\aprimary\x18\x05 \x01(\v2\x16.understudy.v1.PrimaryR\aprimary\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\x03R\brevision\x12\x14\n" +
-	"\x05stale\x18\a \x01(\bR\x05stale\"O\n" +
+	"\x05stale\x18\a \x01(\bR\x05stale\x12\x16\n" +
+	"\x06paused\x18\b \x01(\bR\x06paused\"O\n" +
 	"\fWatchRequest\x12\x1a\n" +
 	"\bservices\x18\x01 \x03(\tR\bservices\x12#\n" +
 	"\rfrom_revision\x18\x02 \x01(\x03R\ffromRevision\"r\n" +
@@ -1260,7 +2011,28 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12)\n" +
 	"\x05hosts\x18\x05 \x03(\v2\x13.understudy.v1.HostR\x05hosts\x12\x14\n" +
-	"\x05stale\x18\x06 \x01(\bR\x05stale*=\n" +
+	"\x05stale\x18\x06 \x01(\bR\x05stale\"=\n" +
+	"\x11SwitchoverRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"8\n" +
+	"\x12SwitchoverResponse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"(\n" +
+	"\fPauseRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\"\x0f\n" +
+	"\rPauseResponse\")\n" +
+	"\rResumeRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\"\x10\n" +
+	"\x0eResumeResponse\"C\n" +
+	"\x11ListEventsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"B\n" +
+	"\x12ListEventsResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.understudy.v1.EventR\x06events*@\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
+	"\fROLE_STANDBY\x10\x02*=\n" +
 	"\x04Mode\x12\x14\n" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tMODE_POOL\x10\x01\x12\x10\n" +
@@ -1273,13 +2045,28 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11STATUS_READ_WRITE\x10\x01\x12\x14\n" +
 	"\x10STATUS_READ_ONLY\x10\x02\x12\x0f\n" +
-	"\vSTATUS_DOWN\x10\x032\xdf\x02\n" +
+	"\vSTATUS_DOWN\x10\x03*\xe2\x01\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EVENT_KIND_PROMOTED\x10\x01\x12\x16\n" +
+	"\x12EVENT_KIND_DEMOTED\x10\x02\x12\x1d\n" +
+	"\x19EVENT_KIND_PROMOTE_FAILED\x10\x03\x12\x15\n" +
+	"\x11EVENT_KIND_FENCED\x10\x04\x12#\n" +
+	"\x1fEVENT_KIND_SWITCHOVER_REQUESTED\x10\x05\x12\x15\n" +
+	"\x11EVENT_KIND_PAUSED\x10\x06\x12\x16\n" +
+	"\x12EVENT_KIND_RESUMED\x10\a2\x90\x05\n" +
 	"\x0fRegistryService\x12D\n" +
 	"\x05Watch\x12\x1b.understudy.v1.WatchRequest\x1a\x1c.understudy.v1.WatchResponse0\x01\x12Q\n" +
 	"\n" +
 	"GetService\x12 .understudy.v1.GetServiceRequest\x1a!.understudy.v1.GetServiceResponse\x12W\n" +
 	"\fListServices\x12\".understudy.v1.ListServicesRequest\x1a#.understudy.v1.ListServicesResponse\x12Z\n" +
-	"\rClusterStatus\x12#.understudy.v1.ClusterStatusRequest\x1a$.understudy.v1.ClusterStatusResponseBGZEgithub.com/understudy-dev/understudy/proto/understudy/v1;understudyv1b\x06proto3"
+	"\rClusterStatus\x12#.understudy.v1.ClusterStatusRequest\x1a$.understudy.v1.ClusterStatusResponse\x12Q\n" +
+	"\n" +
+	"Switchover\x12 .understudy.v1.SwitchoverRequest\x1a!.understudy.v1.SwitchoverResponse\x12B\n" +
+	"\x05Pause\x12\x1b.understudy.v1.PauseRequest\x1a\x1c.understudy.v1.PauseResponse\x12E\n" +
+	"\x06Resume\x12\x1c.understudy.v1.ResumeRequest\x1a\x1d.understudy.v1.ResumeResponse\x12Q\n" +
+	"\n" +
+	"ListEvents\x12 .understudy.v1.ListEventsRequest\x1a!.understudy.v1.ListEventsResponseBGZEgithub.com/understudy-dev/understudy/proto/understudy/v1;understudyv1b\x06proto3"
 
 var (
 	file_understudy_v1_registry_proto_rawDescOnce sync.Once
@@ -1293,55 +2080,81 @@ func file_understudy_v1_registry_proto_rawDescGZIP() []byte {
 	return file_understudy_v1_registry_proto_rawDescData
 }
 
-var file_understudy_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_understudy_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_understudy_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_understudy_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_understudy_v1_registry_proto_goTypes = []any{
-	(Mode)(0),                     // 0: understudy.v1.Mode
-	(Health)(0),                   // 1: understudy.v1.Health
-	(Status)(0),                   // 2: understudy.v1.Status
-	(*Host)(nil),                  // 3: understudy.v1.Host
-	(*Instance)(nil),              // 4: understudy.v1.Instance
-	(*Primary)(nil),               // 5: understudy.v1.Primary
-	(*Member)(nil),                // 6: understudy.v1.Member
-	(*View)(nil),                  // 7: understudy.v1.View
-	(*WatchRequest)(nil),          // 8: understudy.v1.WatchRequest
-	(*WatchResponse)(nil),         // 9: understudy.v1.WatchResponse
-	(*GetServiceRequest)(nil),     // 10: understudy.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),    // 11: understudy.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),   // 12: understudy.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 13: understudy.v1.ListServicesResponse
-	(*ClusterStatusRequest)(nil),  // 14: understudy.v1.ClusterStatusRequest
-	(*MemberStatus)(nil),          // 15: understudy.v1.MemberStatus
-	(*ClusterStatusResponse)(nil), // 16: understudy.v1.ClusterStatusResponse
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(Role)(0),                     // 0: understudy.v1.Role
+	(Mode)(0),                     // 1: understudy.v1.Mode
+	(Health)(0),                   // 2: understudy.v1.Health
+	(Status)(0),                   // 3: understudy.v1.Status
+	(EventKind)(0),                // 4: understudy.v1.EventKind
+	(*Host)(nil),                  // 5: understudy.v1.Host
+	(*Instance)(nil),              // 6: understudy.v1.Instance
+	(*Leader)(nil),                // 7: understudy.v1.Leader
+	(*Control)(nil),               // 8: understudy.v1.Control
+	(*Event)(nil),                 // 9: understudy.v1.Event
+	(*Primary)(nil),               // 10: understudy.v1.Primary
+	(*Member)(nil),                // 11: understudy.v1.Member
+	(*View)(nil),                  // 12: understudy.v1.View
+	(*WatchRequest)(nil),          // 13: understudy.v1.WatchRequest
+	(*WatchResponse)(nil),         // 14: understudy.v1.WatchResponse
+	(*GetServiceRequest)(nil),     // 15: understudy.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),    // 16: understudy.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),   // 17: understudy.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),  // 18: understudy.v1.ListServicesResponse
+	(*ClusterStatusRequest)(nil),  // 19: understudy.v1.ClusterStatusRequest
+	(*MemberStatus)(nil),          // 20: understudy.v1.MemberStatus
+	(*ClusterStatusResponse)(nil), // 21: understudy.v1.ClusterStatusResponse
+	(*SwitchoverRequest)(nil),     // 22: understudy.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),    // 23: understudy.v1.SwitchoverResponse
+	(*PauseRequest)(nil),          // 24: understudy.v1.PauseRequest
+	(*PauseResponse)(nil),         // 25: understudy.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 26: understudy.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 27: understudy.v1.ResumeResponse
+	(*ListEventsRequest)(nil),     // 28: understudy.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),    // 29: understudy.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_understudy_v1_registry_proto_depIdxs = []int32{
-	17, // 0: understudy.v1.Host.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: understudy.v1.Instance.mode:type_name -> understudy.v1.Mode
-	1,  // 2: understudy.v1.Instance.health:type_name -> understudy.v1.Health
-	17, // 3: understudy.v1.Instance.health_changed_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: understudy.v1.View.mode:type_name -> understudy.v1.Mode
-	2,  // 5: understudy.v1.View.status:type_name -> understudy.v1.Status
-	4,  // 6: understudy.v1.View.instances:type_name -> understudy.v1.Instance
-	5,  // 7: understudy.v1.View.primary:type_name -> understudy.v1.Primary
-	7,  // 8: understudy.v1.WatchResponse.views:type_name -> understudy.v1.View
-	7,  // 9: understudy.v1.GetServiceResponse.view:type_name -> understudy.v1.View
-	7,  // 10: understudy.v1.ListServicesResponse.views:type_name -> understudy.v1.View
-	15, // 11: understudy.v1.ClusterStatusResponse.members:type_name -> understudy.v1.MemberStatus
-	3,  // 12: understudy.v1.ClusterStatusResponse.hosts:type_name -> understudy.v1.Host
-	8,  // 13: understudy.v1.RegistryService.Watch:input_type -> understudy.v1.WatchRequest
-	10, // 14: understudy.v1.RegistryService.GetService:input_type -> understudy.v1.GetServiceRequest
-	12, // 15: understudy.v1.RegistryService.ListServices:input_type -> understudy.v1.ListServicesRequest
-	14, // 16: understudy.v1.RegistryService.ClusterStatus:input_type -> understudy.v1.ClusterStatusRequest
-	9,  // 17: understudy.v1.RegistryService.Watch:output_type -> understudy.v1.WatchResponse
-	11, // 18: understudy.v1.RegistryService.GetService:output_type -> understudy.v1.GetServiceResponse
-	13, // 19: understudy.v1.RegistryService.ListServices:output_type -> understudy.v1.ListServicesResponse
-	16, // 20: understudy.v1.RegistryService.ClusterStatus:output_type -> understudy.v1.ClusterStatusResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	30, // 0: understudy.v1.Host.started_at:type_name -> google.protobuf.Timestamp
+	1,  // 1: understudy.v1.Instance.mode:type_name -> understudy.v1.Mode
+	2,  // 2: understudy.v1.Instance.health:type_name -> understudy.v1.Health
+	30, // 3: understudy.v1.Instance.health_changed_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: understudy.v1.Instance.role:type_name -> understudy.v1.Role
+	30, // 5: understudy.v1.Control.requested_at:type_name -> google.protobuf.Timestamp
+	4,  // 6: understudy.v1.Event.kind:type_name -> understudy.v1.EventKind
+	30, // 7: understudy.v1.Event.at:type_name -> google.protobuf.Timestamp
+	1,  // 8: understudy.v1.View.mode:type_name -> understudy.v1.Mode
+	3,  // 9: understudy.v1.View.status:type_name -> understudy.v1.Status
+	6,  // 10: understudy.v1.View.instances:type_name -> understudy.v1.Instance
+	10, // 11: understudy.v1.View.primary:type_name -> understudy.v1.Primary
+	12, // 12: understudy.v1.WatchResponse.views:type_name -> understudy.v1.View
+	12, // 13: understudy.v1.GetServiceResponse.view:type_name -> understudy.v1.View
+	12, // 14: understudy.v1.ListServicesResponse.views:type_name -> understudy.v1.View
+	20, // 15: understudy.v1.ClusterStatusResponse.members:type_name -> understudy.v1.MemberStatus
+	5,  // 16: understudy.v1.ClusterStatusResponse.hosts:type_name -> understudy.v1.Host
+	9,  // 17: understudy.v1.ListEventsResponse.events:type_name -> understudy.v1.Event
+	13, // 18: understudy.v1.RegistryService.Watch:input_type -> understudy.v1.WatchRequest
+	15, // 19: understudy.v1.RegistryService.GetService:input_type -> understudy.v1.GetServiceRequest
+	17, // 20: understudy.v1.RegistryService.ListServices:input_type -> understudy.v1.ListServicesRequest
+	19, // 21: understudy.v1.RegistryService.ClusterStatus:input_type -> understudy.v1.ClusterStatusRequest
+	22, // 22: understudy.v1.RegistryService.Switchover:input_type -> understudy.v1.SwitchoverRequest
+	24, // 23: understudy.v1.RegistryService.Pause:input_type -> understudy.v1.PauseRequest
+	26, // 24: understudy.v1.RegistryService.Resume:input_type -> understudy.v1.ResumeRequest
+	28, // 25: understudy.v1.RegistryService.ListEvents:input_type -> understudy.v1.ListEventsRequest
+	14, // 26: understudy.v1.RegistryService.Watch:output_type -> understudy.v1.WatchResponse
+	16, // 27: understudy.v1.RegistryService.GetService:output_type -> understudy.v1.GetServiceResponse
+	18, // 28: understudy.v1.RegistryService.ListServices:output_type -> understudy.v1.ListServicesResponse
+	21, // 29: understudy.v1.RegistryService.ClusterStatus:output_type -> understudy.v1.ClusterStatusResponse
+	23, // 30: understudy.v1.RegistryService.Switchover:output_type -> understudy.v1.SwitchoverResponse
+	25, // 31: understudy.v1.RegistryService.Pause:output_type -> understudy.v1.PauseResponse
+	27, // 32: understudy.v1.RegistryService.Resume:output_type -> understudy.v1.ResumeResponse
+	29, // 33: understudy.v1.RegistryService.ListEvents:output_type -> understudy.v1.ListEventsResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_understudy_v1_registry_proto_init() }
@@ -1354,8 +2167,8 @@ func file_understudy_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_understudy_v1_registry_proto_rawDesc), len(file_understudy_v1_registry_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   14,
+			NumEnums:      5,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,10 @@ const (
 	RegistryService_GetService_FullMethodName    = "/understudy.v1.RegistryService/GetService"
 	RegistryService_ListServices_FullMethodName  = "/understudy.v1.RegistryService/ListServices"
 	RegistryService_ClusterStatus_FullMethodName = "/understudy.v1.RegistryService/ClusterStatus"
+	RegistryService_Switchover_FullMethodName    = "/understudy.v1.RegistryService/Switchover"
+	RegistryService_Pause_FullMethodName         = "/understudy.v1.RegistryService/Pause"
+	RegistryService_Resume_FullMethodName        = "/understudy.v1.RegistryService/Resume"
+	RegistryService_ListEvents_FullMethodName    = "/understudy.v1.RegistryService/ListEvents"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -44,6 +48,19 @@ type RegistryServiceClient interface {
 	// ClusterStatus reports the etcd members behind the registry, their zones
 	// and whether they hold a quorum, plus the hosts that run agents.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// Switchover asks the primary of a primary-mode service to hand its role
+	// to a healthy standby (the named one, or the best ranked). Refused with
+	// FAILED_PRECONDITION, and a reason, when the target is unknown,
+	// unhealthy, tagged nofailover or already primary, when there is no
+	// primary, or while the service is paused.
+	Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// Pause stops all automatic failover actions for a service (maintenance):
+	// no agent promotes, demotes or resigns on its own until Resume.
+	Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error)
+	// Resume ends a Pause.
+	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
+	// ListEvents returns the recent role changes of a service, oldest first.
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 }
 
 type registryServiceClient struct {
@@ -103,6 +120,46 @@ func (c *registryServiceClient) ClusterStatus(ctx context.Context, in *ClusterSt
 	return out, nil
 }
 
+func (c *registryServiceClient) Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SwitchoverResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Switchover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Pause_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Resume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -122,6 +179,19 @@ type RegistryServiceServer interface {
 	// ClusterStatus reports the etcd members behind the registry, their zones
 	// and whether they hold a quorum, plus the hosts that run agents.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// Switchover asks the primary of a primary-mode service to hand its role
+	// to a healthy standby (the named one, or the best ranked). Refused with
+	// FAILED_PRECONDITION, and a reason, when the target is unknown,
+	// unhealthy, tagged nofailover or already primary, when there is no
+	// primary, or while the service is paused.
+	Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error)
+	// Pause stops all automatic failover actions for a service (maintenance):
+	// no agent promotes, demotes or resigns on its own until Resume.
+	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
+	// Resume ends a Pause.
+	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
+	// ListEvents returns the recent role changes of a service, oldest first.
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -143,6 +213,18 @@ func (UnimplementedRegistryServiceServer) ListServices(context.Context, *ListSer
 }
 func (UnimplementedRegistryServiceServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedRegistryServiceServer) Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Switchover not implemented")
+}
+func (UnimplementedRegistryServiceServer) Pause(context.Context, *PauseRequest) (*PauseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Pause not implemented")
+}
+func (UnimplementedRegistryServiceServer) Resume(context.Context, *ResumeRequest) (*ResumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resume not implemented")
+}
+func (UnimplementedRegistryServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -230,6 +312,78 @@ func _RegistryService_ClusterStatus_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_Switchover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SwitchoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).Switchover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_Switchover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).Switchover(ctx, req.(*SwitchoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_Pause_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).Pause(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_Pause_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).Pause(ctx, req.(*PauseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_Resume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).Resume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_Resume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).Resume(ctx, req.(*ResumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -248,6 +402,22 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterStatus",
 			Handler:    _RegistryService_ClusterStatus_Handler,
+		},
+		{
+			MethodName: "Switchover",
+			Handler:    _RegistryService_Switchover_Handler,
+		},
+		{
+			MethodName: "Pause",
+			Handler:    _RegistryService_Pause_Handler,
+		},
+		{
+			MethodName: "Resume",
+			Handler:    _RegistryService_Resume_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _RegistryService_ListEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

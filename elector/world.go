@@ -1,0 +1,157 @@
+package elector
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
+	"github.com/understudy-dev/understudy/registry"
+)
+
+// world is what the elector knows of its service's keys. Only the elector's
+// own goroutine touches it.
+type world struct {
+	service string
+
+	leader      *pb.Leader // nil when the leader key is absent
+	leaderEpoch int64      // its create revision
+	leaderLease clientv3.LeaseID
+	primary     *pb.Primary
+	control     *pb.Control
+	instances   map[string]*pb.Instance // by host
+	hosts       map[string]bool         // hosts with a live agent
+
+	// reference is the freshest value ever reported by a primary's
+	// instance: what a standby's lag is measured against.
+	reference int64
+	// gone describes how the last leader went away, for event reasons.
+	gone struct {
+		host         string
+		epoch        int64
+		leaseExpired bool
+	}
+}
+
+func newWorld(service string) *world {
+	return &world{service: service, instances: map[string]*pb.Instance{}, hosts: map[string]bool{}}
+}
+
+func (w *world) reset() {
+	*w = *newWorld(w.service)
+}
+
+// relevant reports whether a key matters to this service's election.
+func (w *world) relevant(k registry.Key) bool {
+	switch k.Kind {
+	case registry.KindHost:
+		return true
+	case registry.KindInstance, registry.KindLeader, registry.KindPrimary, registry.KindControl:
+		return k.Service == w.service
+	}
+	return false
+}
+
+// apply takes one etcd event. Events of one revision must be applied
+// together and followed by settle, which sees whether a vanished leader's
+// host record went with it (its lease expired) or not (it resigned).
+func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
+	k, err := registry.ParseKey(key)
+	if err != nil || !w.relevant(k) {
+		return
+	}
+	switch k.Kind {
+	case registry.KindHost:
+		w.hosts[k.Host] = !deleted
+		if deleted {
+			delete(w.hosts, k.Host)
+		}
+	case registry.KindInstance:
+		in := &pb.Instance{}
+		if deleted || registry.Decode(kv.Value, in) != nil {
+			delete(w.instances, k.Host)
+			return
+		}
+		in.Host, in.Service = k.Host, k.Service
+		w.instances[k.Host] = in
+		if w.primary != nil && w.primary.GetHost() == k.Host {
+			w.reference = max(w.reference, in.GetFreshness())
+		}
+	case registry.KindLeader:
+		if deleted {
+			if w.leader != nil {
+				w.gone.host, w.gone.epoch, w.gone.leaseExpired = w.leader.GetHost(), w.leaderEpoch, false
+			}
+			w.leader, w.leaderEpoch, w.leaderLease = nil, 0, 0
+			return
+		}
+		l := &pb.Leader{}
+		if registry.Decode(kv.Value, l) != nil {
+			// An unreadable leader key still holds the role: nobody may
+			// campaign while it exists.
+			l = &pb.Leader{Host: "(unreadable)"}
+		}
+		w.leader, w.leaderEpoch, w.leaderLease = l, kv.CreateRevision, clientv3.LeaseID(kv.Lease)
+	case registry.KindPrimary:
+		p := &pb.Primary{}
+		if deleted || registry.Decode(kv.Value, p) != nil {
+			w.primary = nil
+			return
+		}
+		w.primary = p
+		if in := w.instances[p.GetHost()]; in != nil {
+			w.reference = max(w.reference, in.GetFreshness())
+		}
+	case registry.KindControl:
+		c := &pb.Control{}
+		if deleted || registry.Decode(kv.Value, c) != nil {
+			w.control = nil
+			return
+		}
+		w.control = c
+	}
+}
+
+// settle runs after all events of a batch: a leader whose host record is
+// gone too went with its lease.
+func (w *world) settle() {
+	if w.gone.host != "" && !w.hosts[w.gone.host] {
+		w.gone.leaseExpired = true
+	}
+}
+
+// switchover returns the pending switchover, if any: the host that must
+// hand over and the requested target ("" for the best ranked). A request
+// older than maxAge is ignored.
+func (w *world) switchover(now time.Time, maxAge time.Duration) (from, to string, ok bool) {
+	c := w.control
+	if c.GetSwitchoverFrom() == "" || c.GetPaused() {
+		return "", "", false
+	}
+	if now.Sub(c.GetRequestedAt().AsTime()) > maxAge {
+		return "", "", false
+	}
+	return c.GetSwitchoverFrom(), c.GetSwitchoverTo(), true
+}
+
+// candidates lists every registered instance for ranking, with self's
+// entry replaced by its own current local state.
+func (w *world) candidates(self string, local Local, priority int32) []Candidate {
+	out := make([]Candidate, 0, len(w.instances)+1)
+	for host, in := range w.instances {
+		if host == self {
+			continue
+		}
+		out = append(out, Candidate{
+			Host: host, Healthy: in.GetHealth() == pb.Health_HEALTH_PASSING,
+			Freshness: in.GetFreshness(), Priority: in.GetPriority(),
+			NoFailover: slices.Contains(in.GetTags(), NoFailoverTag),
+		})
+	}
+	out = append(out, Candidate{Host: self, Healthy: local.Healthy, Freshness: local.Freshness, Priority: priority, NoFailover: local.NoFailover})
+	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Host, b.Host) })
+	return out
+}

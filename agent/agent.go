@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +20,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/understudy-dev/understudy/elector"
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
 	"github.com/understudy-dev/understudy/registry"
 )
@@ -38,20 +44,44 @@ type Agent struct {
 	cli       *clientv3.Client
 	instances []*instance
 	changed   chan struct{} // capacity 1: some instance's health changed
+	events    chan *pb.Event
+	httpLn    net.Listener // role endpoints; nil when off
 	startedAt time.Time
 }
 
 // instance is the live state of one configured service on this host.
 type instance struct {
-	cfg     ServiceConfig
-	address string // expanded
-	checker Checker
+	cfg       ServiceConfig
+	address   string // expanded
+	checker   Checker
+	freshness Checker          // nil when not configured
+	elector   *elector.Elector // primary mode only
 
 	mu        sync.Mutex
 	smoother  Smoother
 	passing   bool
 	output    string
 	changedAt time.Time
+	fresh     int64 // last freshness reported
+}
+
+func (in *instance) healthy() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.passing
+}
+
+func (in *instance) local() elector.Local {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return elector.Local{Healthy: in.passing, Freshness: in.fresh, NoFailover: slices.Contains(in.cfg.Tags, elector.NoFailoverTag)}
+}
+
+func (in *instance) mode() pb.Mode {
+	if in.cfg.Mode == ModePrimary {
+		return pb.Mode_MODE_PRIMARY
+	}
+	return pb.Mode_MODE_POOL
 }
 
 func (in *instance) record(host, zone string) *pb.Instance {
@@ -63,9 +93,9 @@ func (in *instance) record(host, zone string) *pb.Instance {
 	}
 	return &pb.Instance{
 		Host: host, Service: in.cfg.Name, Zone: zone, Address: in.address,
-		Mode: pb.Mode_MODE_POOL, Health: h, CheckOutput: in.output,
+		Mode: in.mode(), Health: h, CheckOutput: in.output,
 		HealthChangedAt: timestamppb.New(in.changedAt),
-		Tags:            in.cfg.Tags, Priority: in.cfg.Priority,
+		Tags:            in.cfg.Tags, Priority: in.cfg.Priority, Freshness: in.fresh,
 	}
 }
 
@@ -86,6 +116,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		opts:    opts,
 		log:     opts.Logger.With("host", cfg.Host),
 		changed: make(chan struct{}, 1),
+		events:  make(chan *pb.Event, 64),
 	}
 	for i, s := range cfg.Services {
 		addr, err := registry.ExpandAddress(s.Address)
@@ -94,6 +125,9 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		}
 		in := &instance{cfg: s, address: addr, checker: NewChecker(s.Check, addr)}
 		in.smoother = Smoother{Rise: *s.Check.Rise, Fall: *s.Check.Fall}
+		if len(s.Freshness) > 0 {
+			in.freshness = execCheck{argv: s.Freshness}
+		}
 		a.instances = append(a.instances, in)
 	}
 	cli, err := clientv3.New(clientv3.Config{
@@ -112,7 +146,55 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	a.cli = cli
+	for _, in := range a.instances {
+		if in.cfg.Mode == ModePrimary {
+			in.elector = a.newElector(in)
+		}
+	}
+	if cfg.HTTPAddr != "off" {
+		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			_ = cli.Close()
+			return nil, fmt.Errorf("http_addr: %w", err)
+		}
+	}
 	return a, nil
+}
+
+func (a *Agent) newElector(in *instance) *elector.Elector {
+	maxLag := int64(-1)
+	if in.cfg.MaxLag != nil {
+		maxLag = *in.cfg.MaxLag
+	}
+	return elector.New(elector.Config{
+		Client: a.cli, Service: in.cfg.Name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
+		Priority: in.cfg.Priority, MaxLag: maxLag,
+		Step: a.cfg.ElectionStep.Duration, FenceMargin: a.cfg.FenceMargin.Duration,
+		HookTimeout: in.cfg.Hooks.Timeout.Duration,
+		Hooks:       execHooks{cfg: in.cfg.Hooks, log: a.log},
+		Local:       in.local,
+		Event: func(ev *pb.Event) {
+			select {
+			case a.events <- ev:
+			default:
+				a.log.Warn("agent: event queue full; dropping", "kind", ev.GetKind())
+			}
+		},
+		Logger: a.log,
+	})
+}
+
+// HTTPAddr is where the role endpoints listen, empty when off.
+func (a *Agent) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// Acting reports whether this host is the acting primary of service.
+func (a *Agent) Acting(service string) bool {
+	in := a.instance(service)
+	return in != nil && in.elector != nil && in.elector.Acting()
 }
 
 // Run checks and registers until ctx is done, then revokes the lease so the
@@ -135,12 +217,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Go(func() { a.checkLoop(checkCtx, in) })
 	}
 
+	evCtx, stopEvents := context.WithCancel(context.Background())
+	wg.Go(func() { a.writeEvents(evCtx) })
+	defer stopEvents() // runs before wg.Wait above: queued events are drained
+	if a.httpLn != nil {
+		srv := &http.Server{Handler: a.roleHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() { _ = srv.Serve(a.httpLn) })
+		defer func() { _ = srv.Close() }()
+	}
+
+	lease := a.resume(ctx)
 	for ctx.Err() == nil {
-		lease, err := a.grant(ctx)
-		if err != nil {
-			break // ctx done
+		if lease == nil {
+			var err error
+			if lease, err = a.grant(ctx); err != nil {
+				break // ctx done
+			}
 		}
+		a.saveLease(lease)
 		a.serve(ctx, lease)
+		lease = nil
 	}
 	return nil
 }
@@ -167,26 +263,36 @@ func (a *Agent) grant(ctx context.Context) (*Lease, error) {
 // serve registers everything under lease and keeps it current until the
 // lease is lost (return, to be replaced) or ctx is done (revoke, return).
 func (a *Agent) serve(ctx context.Context, lease *Lease) {
-	kctx, stopKeepAlive := context.WithCancel(ctx)
+	kctx, stopKeepAlive := context.WithCancel(context.Background())
 	var kwg sync.WaitGroup
 	kwg.Go(func() { lease.keepAlive(kctx, a.cli) })
 	defer func() { stopKeepAlive(); kwg.Wait() }()
 
-	written := map[string]pb.Health{} // what etcd holds under this lease
+	// Electors run under this lease once everything is registered. At a
+	// graceful stop they resign first (demote hooks, keys deleted), while the
+	// lease is still kept alive, and only then is the lease revoked.
+	ectx, stopElectors := context.WithCancel(context.Background())
+	var ewg sync.WaitGroup
+	defer func() { stopElectors(); ewg.Wait() }()
+	electorsStarted := false
+
+	written := map[string]*pb.Instance{} // what etcd holds under this lease
 	registered := false
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			stopElectors()
+			ewg.Wait()
 			if err := lease.revoke(a.cli, a.opts.WriteTimeout); err != nil {
-				a.log.Warn("agent: revoking the lease failed; registrations expire after the TTL", "err", err, "ttl", lease.TTL)
+				a.log.Warn("agent: revoking the lease failed; registrations expire after the TTL", "err", err, "ttl", lease.TTL())
 			} else {
 				a.log.Info("agent: lease revoked; instances deregistered")
 			}
 			return
 		case <-lease.Lost():
-			a.log.Warn("agent: lease lost; registering again under a new lease", "lease", fmt.Sprintf("%x", lease.ID))
+			a.log.Warn("agent: lease lost; registering again under a new lease", "lease", fmt.Sprintf("%x", lease.LeaseID()))
 			return
 		case <-a.changed:
 		case <-retry.C:
@@ -195,6 +301,14 @@ func (a *Agent) serve(ctx context.Context, lease *Lease) {
 		if !registered {
 			err = a.register(ctx, lease, written)
 			registered = err == nil
+			if registered && !electorsStarted {
+				electorsStarted = true
+				for _, in := range a.instances {
+					if in.elector != nil {
+						ewg.Go(func() { _ = in.elector.Run(ectx, lease) })
+					}
+				}
+			}
 		} else {
 			err = a.update(ctx, lease, written)
 		}
@@ -210,18 +324,18 @@ func (a *Agent) serve(ctx context.Context, lease *Lease) {
 }
 
 // register writes the host and every instance under the lease in one txn.
-func (a *Agent) register(ctx context.Context, lease *Lease, written map[string]pb.Health) error {
+func (a *Agent) register(ctx context.Context, lease *Lease, written map[string]*pb.Instance) error {
 	host, err := registry.Encode(&pb.Host{
 		Name: a.cfg.Host, Zone: a.cfg.Zone, AgentVersion: Version,
-		StartedAt: timestamppb.New(a.startedAt), LeaseId: int64(lease.ID), LeaseTtlSeconds: int64(lease.TTL / time.Second),
+		StartedAt: timestamppb.New(a.startedAt), LeaseId: int64(lease.LeaseID()), LeaseTtlSeconds: int64(lease.TTL() / time.Second),
 	})
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(registry.HostKey(a.cfg.Host), string(host), clientv3.WithLease(lease.ID))}
+	ops := []clientv3.Op{clientv3.OpPut(registry.HostKey(a.cfg.Host), string(host), clientv3.WithLease(lease.LeaseID()))}
 	records := a.records()
 	for _, rec := range records {
-		ops = append(ops, clientv3.OpPut(registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.ID)))
+		ops = append(ops, clientv3.OpPut(registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.LeaseID())))
 	}
 	wctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
 	defer cancel()
@@ -229,25 +343,26 @@ func (a *Agent) register(ctx context.Context, lease *Lease, written map[string]p
 		return err
 	}
 	for _, rec := range records {
-		written[rec.Service] = rec.Health
+		written[rec.Service] = rec
 	}
-	a.log.Info("agent: registered", "lease", fmt.Sprintf("%x", lease.ID), "ttl", lease.TTL, "instances", len(records))
+	a.log.Info("agent: registered", "lease", fmt.Sprintf("%x", lease.LeaseID()), "ttl", lease.TTL(), "instances", len(records))
 	return nil
 }
 
-// update writes the instances whose health differs from what etcd holds.
-func (a *Agent) update(ctx context.Context, lease *Lease, written map[string]pb.Health) error {
+// update writes the instances whose health or freshness differs from what
+// etcd holds.
+func (a *Agent) update(ctx context.Context, lease *Lease, written map[string]*pb.Instance) error {
 	for _, rec := range a.records() {
-		if written[rec.Service] == rec.Health {
+		if w := written[rec.Service]; w != nil && w.GetHealth() == rec.GetHealth() && w.GetFreshness() == rec.GetFreshness() {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
-		_, err := a.cli.Put(wctx, registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.ID))
+		_, err := a.cli.Put(wctx, registry.InstanceKey(a.cfg.Host, rec.Service), registry.MustEncode(rec), clientv3.WithLease(lease.LeaseID()))
 		cancel()
 		if err != nil {
 			return err
 		}
-		written[rec.Service] = rec.Health
+		written[rec.Service] = rec
 	}
 	return nil
 }
@@ -283,19 +398,50 @@ func (a *Agent) checkOnce(ctx context.Context, in *instance) {
 	if err != nil {
 		out = err.Error()
 	}
+	fresh, freshChanged := a.readFreshness(ctx, in)
 	in.mu.Lock()
 	passing, changed := in.smoother.Observe(err == nil)
 	if changed {
 		in.passing, in.output, in.changedAt = passing, out, time.Now()
 	}
+	if freshChanged {
+		in.fresh = fresh
+	}
 	in.mu.Unlock()
 	if changed {
 		a.log.Info("agent: health changed", "service", in.cfg.Name, "passing", passing, "output", out)
+	}
+	if changed || freshChanged {
+		if in.elector != nil {
+			in.elector.Poke()
+		}
 		select {
 		case a.changed <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// readFreshness runs the freshness command, if any, and reports a new value.
+func (a *Agent) readFreshness(ctx context.Context, in *instance) (int64, bool) {
+	if in.freshness == nil {
+		return 0, false
+	}
+	cctx, cancel := context.WithTimeout(ctx, in.cfg.Check.Timeout.Duration)
+	out, err := in.freshness.Check(cctx)
+	cancel()
+	if err != nil {
+		a.log.Warn("agent: freshness command failed", "service", in.cfg.Name, "err", err)
+		return 0, false
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		a.log.Warn("agent: freshness command did not print an integer", "service", in.cfg.Name, "output", out)
+		return 0, false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return v, v != in.fresh
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -38,7 +38,7 @@ func startHost(t *testing.T, name, zone string, o hostOpts) *host {
 	t.Cleanup(svc.Close)
 	rise, fall := 1, 1
 	cfg := &agent.Config{
-		Host: name, Zone: zone, EtcdEndpoints: o.endpoints, TTL: agent.D(o.ttl),
+		Host: name, Zone: zone, EtcdEndpoints: o.endpoints, TTL: agent.D(o.ttl), HTTPAddr: "127.0.0.1:0",
 		Services: []agent.ServiceConfig{{
 			Name: "cache", Mode: agent.ModePool, Address: svc.Addr(), Tags: []string{"demo"},
 			Check: agent.CheckConfig{TCP: "self", Interval: agent.D(50 * time.Millisecond), Timeout: agent.D(50 * time.Millisecond), Rise: &rise, Fall: &fall},

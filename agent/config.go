@@ -29,15 +29,43 @@ type Config struct {
 	// TTL of the agent's lease: how long its registrations outlive a crash.
 	// Whole seconds, at least 2s. Default 5s.
 	TTL Duration `yaml:"ttl"`
+	// HTTPAddr serves role endpoints for HAProxy-style checks:
+	// /primary/SERVICE, /replica/SERVICE, /health/SERVICE. Default ":7422";
+	// "off" disables it.
+	HTTPAddr string `yaml:"http_addr"`
+	// StateFile keeps the lease ID across restarts, so an agent restarted
+	// within the TTL resumes its lease and keeps a primary role. Empty: no
+	// resume.
+	StateFile string `yaml:"state_file"`
+	// ElectionStep is how long a candidate waits per rank before
+	// campaigning for a free primary role. Default 100ms.
+	ElectionStep Duration `yaml:"election_step"`
+	// FenceMargin: a primary that cannot renew its lease demotes itself this
+	// long before the lease could expire. Default a quarter of the TTL.
+	FenceMargin Duration `yaml:"fence_margin"`
 	// Services this host runs.
 	Services []ServiceConfig `yaml:"services"`
+}
+
+// HooksConfig are the commands that make a primary-mode service follow its
+// role. Each runs with UNDERSTUDY_SERVICE, UNDERSTUDY_HOST, UNDERSTUDY_ROLE,
+// UNDERSTUDY_EPOCH, UNDERSTUDY_PREVIOUS_PRIMARY and UNDERSTUDY_REASON set.
+type HooksConfig struct {
+	// Promote makes this instance the primary (argv, no shell). A failure
+	// gives the role up again.
+	Promote []string `yaml:"promote"`
+	// Demote makes it a standby, or stops it accepting writes.
+	Demote []string `yaml:"demote"`
+	// Timeout bounds each hook. Default 10s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // ServiceConfig is one service instance on this host.
 type ServiceConfig struct {
 	// Name of the service, shared by all its instances (postgres, memcached).
 	Name string `yaml:"name"`
-	// Mode is "pool" (every healthy instance serves).
+	// Mode is "pool" (every healthy instance serves) or "primary" (one
+	// primary at a time, elected among healthy instances).
 	Mode string `yaml:"mode"`
 	// Address clients connect to, host:port; go-sockaddr templates allowed,
 	// e.g. "{{ GetPrivateIP }}:11211".
@@ -48,6 +76,15 @@ type ServiceConfig struct {
 	Priority int32 `yaml:"priority"`
 	// Check decides the instance's health.
 	Check CheckConfig `yaml:"check"`
+	// Hooks run on role changes (primary mode).
+	Hooks HooksConfig `yaml:"hooks"`
+	// Freshness is a command printing how up to date this instance's data
+	// is, as an integer (larger is fresher), e.g. a replica's WAL position.
+	// Fresher candidates win elections. Primary mode, optional.
+	Freshness []string `yaml:"freshness"`
+	// MaxLag: when set, this instance never campaigns while its freshness
+	// lags the freshest known value by more. Primary mode.
+	MaxLag *int64 `yaml:"max_lag"`
 }
 
 // CheckConfig is a health check: exactly one of TCP, HTTP or Exec.
@@ -159,6 +196,15 @@ func (c *Config) SetDefaults() {
 	if !c.TTL.IsSet() {
 		c.TTL = D(DefaultTTL)
 	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":7422"
+	}
+	if !c.ElectionStep.IsSet() {
+		c.ElectionStep = D(100 * time.Millisecond)
+	}
+	if !c.FenceMargin.IsSet() && c.TTL.err == nil {
+		c.FenceMargin = D(max(c.TTL.Duration/4, 200*time.Millisecond))
+	}
 	for i := range c.Services {
 		s := &c.Services[i]
 		if s.Mode == "" {
@@ -179,6 +225,9 @@ func (c *Config) SetDefaults() {
 		}
 		if ch.Fall == nil {
 			ch.Fall = ptr(DefaultFall)
+		}
+		if !s.Hooks.Timeout.IsSet() {
+			s.Hooks.Timeout = D(10 * time.Second)
 		}
 	}
 }
@@ -217,6 +266,20 @@ func (c *Config) Validate() error {
 	case c.TTL.Duration%time.Second != 0:
 		bad("ttl", "%v is not whole seconds (etcd leases count seconds)", c.TTL.Duration)
 	}
+	for _, d := range []struct {
+		name string
+		d    Duration
+	}{{"election_step", c.ElectionStep}, {"fence_margin", c.FenceMargin}} {
+		switch {
+		case d.d.err != nil:
+			bad(d.name, "%v", d.d.err)
+		case d.d.IsSet() && d.d.Duration <= 0:
+			bad(d.name, "must be positive")
+		}
+	}
+	if c.FenceMargin.err == nil && c.TTL.err == nil && c.FenceMargin.Duration*2 > c.TTL.Duration {
+		bad("fence_margin", "%v is more than half the ttl %v: a primary would demote itself between renewals", c.FenceMargin.Duration, c.TTL.Duration)
+	}
 	seen := map[string]int{}
 	for i := range c.Services {
 		errs = append(errs, c.Services[i].validate(fmt.Sprintf("services[%d]", i), c.TTL.Duration)...)
@@ -239,10 +302,27 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 	}
 	switch s.Mode {
 	case ModePool:
+		for name, set := range map[string]bool{"hooks.promote": len(s.Hooks.Promote) > 0, "hooks.demote": len(s.Hooks.Demote) > 0, "freshness": len(s.Freshness) > 0, "max_lag": s.MaxLag != nil} {
+			if set {
+				bad(name, "only applies to mode: primary")
+			}
+		}
 	case ModePrimary:
-		bad("mode", "primary mode is not available in this version; use pool")
 	default:
-		bad("mode", "%q: want %s", s.Mode, ModePool)
+		bad("mode", "%q: want %s or %s", s.Mode, ModePool, ModePrimary)
+	}
+	for name, argv := range map[string][]string{"hooks.promote": s.Hooks.Promote, "hooks.demote": s.Hooks.Demote, "freshness": s.Freshness} {
+		if len(argv) > 0 && argv[0] == "" {
+			bad(name, "the command is empty")
+		}
+	}
+	if s.Hooks.Timeout.err != nil {
+		bad("hooks.timeout", "%v", s.Hooks.Timeout.err)
+	} else if s.Hooks.Timeout.IsSet() && s.Hooks.Timeout.Duration <= 0 {
+		bad("hooks.timeout", "must be positive")
+	}
+	if s.MaxLag != nil && *s.MaxLag < 0 {
+		bad("max_lag", "must not be negative, got %d", *s.MaxLag)
 	}
 	if s.Address == "" {
 		bad("address", "is empty; give host:port clients connect to")

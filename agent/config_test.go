@@ -354,10 +354,23 @@ services:
 			want: []string{"services[1].name", `"cache"`, "services[0]"},
 		},
 		{
-			name: "mode primary not available yet",
-			src: minimalYAML + `    mode: primary
+			name: "hooks on a pool service",
+			src: minimalYAML + `    hooks: {promote: [/bin/true]}
 `,
-			want: []string{"services[0].mode", "primary", "not available"},
+			want: []string{"services[0].hooks.promote", "only applies to mode: primary"},
+		},
+		{
+			name: "negative max_lag",
+			src: minimalYAML + `    mode: primary
+    max_lag: -1
+`,
+			want: []string{"services[0].max_lag", "negative"},
+		},
+		{
+			name: "fence margin over half the ttl",
+			src: minimalYAML + `fence_margin: 3s
+`,
+			want: []string{"fence_margin", "half the ttl"},
 		},
 		{
 			name: "unknown mode",
@@ -380,7 +393,7 @@ ttl: 1s
 services:
   - name: a/b
     address: 127.0.0.1:1
-    mode: primary
+    mode: primaryy
     check:
       rise: 0
   - name: ok

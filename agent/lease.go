@@ -15,8 +15,8 @@ import (
 // last keepalive etcd answered, plus the TTL. etcd cannot expire the lease
 // before that instant, and after it the agent must assume the lease is gone.
 type Lease struct {
-	ID  clientv3.LeaseID
-	TTL time.Duration
+	id  clientv3.LeaseID
+	ttl time.Duration
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -31,10 +31,33 @@ func grantLease(ctx context.Context, cli *clientv3.Client, ttl time.Duration) (*
 	if err != nil {
 		return nil, err
 	}
-	l := &Lease{ID: resp.ID, TTL: time.Duration(resp.TTL) * time.Second, lost: make(chan struct{})}
-	l.deadline = sent.Add(l.TTL)
+	l := &Lease{id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, lost: make(chan struct{})}
+	l.deadline = sent.Add(l.ttl)
 	return l, nil
 }
+
+// resumeLease takes over a lease an earlier run of this agent left alive
+// (a restart within the TTL), so its keys — the primary role included —
+// survive the restart. It fails when the lease is gone.
+func resumeLease(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, ttl time.Duration) (*Lease, error) {
+	sent := time.Now()
+	resp, err := cli.KeepAliveOnce(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if resp.TTL <= 0 {
+		return nil, rpctypes.ErrLeaseNotFound
+	}
+	l := &Lease{id: id, ttl: ttl, lost: make(chan struct{})}
+	l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
+	return l, nil
+}
+
+// LeaseID is the etcd lease ID.
+func (l *Lease) LeaseID() clientv3.LeaseID { return l.id }
+
+// TTL of the lease.
+func (l *Lease) TTL() time.Duration { return l.ttl }
 
 // Deadline is the latest instant the lease is known to be alive.
 func (l *Lease) Deadline() time.Time {
@@ -52,7 +75,7 @@ func (l *Lease) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 // lost: etcd says it no longer exists, or the deadline passes without an
 // answered renewal (etcd unreachable for a whole TTL).
 func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
-	period := l.TTL / 3
+	period := l.ttl / 3
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -65,7 +88,7 @@ func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
 		}
 		sent := time.Now()
 		actx, cancel := context.WithTimeout(ctx, period)
-		resp, err := cli.KeepAliveOnce(actx, l.ID)
+		resp, err := cli.KeepAliveOnce(actx, l.id)
 		cancel()
 		switch {
 		case err == nil && resp.TTL > 0:
@@ -93,7 +116,7 @@ func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
 func (l *Lease) revoke(cli *clientv3.Client, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err := cli.Revoke(ctx, l.ID)
+	_, err := cli.Revoke(ctx, l.id)
 	l.markLost()
 	return err
 }

@@ -27,7 +27,9 @@ const (
 	devHTTP      = "127.0.0.1:7421"
 )
 
-var devHosts = []struct{ name, zone string }{{"dev-a", "dc1"}, {"dev-b", "dc2"}, {"dev-c", "cloud"}}
+var devHosts = []struct{ name, zone, http string }{
+	{"dev-a", "dc1", "127.0.0.1:7431"}, {"dev-b", "dc2", "127.0.0.1:7432"}, {"dev-c", "cloud", "127.0.0.1:7433"},
+}
 
 const devService = "cache"
 
@@ -129,6 +131,7 @@ func runDev(dataDir string, log *slog.Logger) error {
 	for _, h := range devHosts {
 		cfg := &agent.Config{
 			Host: h.name, Zone: h.zone, EtcdEndpoints: []string{devClientURL}, TTL: agent.D(3 * time.Second),
+			HTTPAddr: h.http,
 			Services: []agent.ServiceConfig{{
 				Name: devService, Mode: agent.ModePool, Address: services[h.name+"/"+devService].Addr(),
 				Tags: []string{"demo"},

@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// agentState is what an agent keeps on disk between runs.
+type agentState struct {
+	LeaseID int64 `json:"lease_id"`
+}
+
+// resume returns the lease an earlier run left alive, or nil.
+func (a *Agent) resume(ctx context.Context) *Lease {
+	if a.cfg.StateFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(a.cfg.StateFile)
+	if err != nil {
+		return nil
+	}
+	var st agentState
+	if json.Unmarshal(b, &st) != nil || st.LeaseID == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, a.opts.WriteTimeout)
+	defer cancel()
+	l, err := resumeLease(rctx, a.cli, clientv3.LeaseID(st.LeaseID), a.cfg.TTL.Duration)
+	if err != nil {
+		a.log.Info("agent: previous lease is gone; starting afresh", "lease", st.LeaseID, "err", err)
+		return nil
+	}
+	a.log.Info("agent: resumed the lease of the previous run", "lease", st.LeaseID, "deadline", time.Until(l.Deadline()))
+	return l
+}
+
+// saveLease records the lease so a restart within the TTL can resume it.
+// It is written atomically: a crash mid-write never leaves a torn file.
+func (a *Agent) saveLease(l *Lease) {
+	if a.cfg.StateFile == "" {
+		return
+	}
+	b, _ := json.Marshal(agentState{LeaseID: int64(l.LeaseID())})
+	tmp := a.cfg.StateFile + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(a.cfg.StateFile), 0o755); err == nil {
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, a.cfg.StateFile)
+		}
+		if err == nil {
+			return
+		}
+	}
+	a.log.Warn("agent: cannot write state_file; a restart will not resume the lease", "path", a.cfg.StateFile)
+}

@@ -72,9 +72,7 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 		_ = e.cfg.Hooks.Demote(dctx, t)
 		cancel()
 		e.cooldown = time.Now().Add(max(5*time.Second, e.lease.TTL()))
-		if err := e.deleteKeys(ctx, epoch); err != nil {
-			e.fenced = epoch // retried by step
-		}
+		e.giveUp(ctx, epoch)
 		return
 	}
 	lkey, pkey := registry.LeaderKey(e.cfg.Service), registry.PrimaryKey(e.cfg.Service)
@@ -111,9 +109,15 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 func (e *Elector) resign(ctx context.Context, reason string) {
 	epoch := e.epoch.Load()
 	e.demote(ctx, reason, pb.EventKind_EVENT_KIND_DEMOTED)
+	e.giveUp(ctx, epoch)
+}
+
+// giveUp deletes the keys of epoch at once so a standby can take over, and
+// remembers the epoch so that this host never acts on it again.
+func (e *Elector) giveUp(ctx context.Context, epoch int64) {
+	e.fenced = epoch
 	if err := e.deleteKeys(ctx, epoch); err != nil {
-		e.log.Warn("elector: could not delete the leader key; it expires with the lease", "err", err)
-		e.fenced = epoch
+		e.log.Warn("elector: could not delete the leader key yet; retrying until it is gone or expires", "err", err)
 	}
 }
 

@@ -93,7 +93,10 @@ type Elector struct {
 	w           *world
 	absentSince time.Time // when the leader key was first seen absent
 	cooldown    time.Time // no campaigning before this (after a failed promote)
-	fenced      int64     // epoch whose keys may still be ours after a local demotion
+	// fenced is an epoch this host gave up (resigned, fenced, failed to
+	// promote) whose keys the world may still show as ours: they are
+	// deleted, and never acted on, until the watch confirms they are gone.
+	fenced int64
 	synced      bool      // the world reflects etcd: read once and watched since
 }
 
@@ -174,7 +177,7 @@ func (e *Elector) Run(ctx context.Context, lease Lease) error {
 			for _, ev := range resp.Events {
 				e.w.apply(string(ev.Kv.Key), ev.Kv, ev.Type == clientv3.EventTypeDelete)
 			}
-			e.w.settle()
+			e.w.rev = max(e.w.rev, resp.Header.Revision)
 		case <-e.poke:
 		case <-timer.C:
 		}
@@ -196,8 +199,9 @@ func (e *Elector) load(ctx context.Context) clientv3.WatchChan {
 	for _, kv := range resp.Kvs {
 		e.w.apply(string(kv.Key), kv, false)
 	}
+	e.w.rev = resp.Header.Revision
 	return e.cfg.Client.Watch(clientv3.WithRequireLeader(ctx), registry.Prefix,
-		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
 }
 
 func (e *Elector) fenceMargin() time.Duration {
@@ -221,11 +225,9 @@ func (e *Elector) step(ctx context.Context) time.Duration {
 	}
 	leaderMine := w.leader != nil && w.leader.GetHost() == e.cfg.Host && w.leaderLease == e.lease.LeaseID()
 	if e.fenced != 0 {
-		// Demoted locally while the lease may still live: give the keys up.
 		if leaderMine && w.leaderEpoch == e.fenced {
-			if e.deleteKeys(ctx, e.fenced) != nil {
-				return 250 * time.Millisecond
-			}
+			_ = e.deleteKeys(ctx, e.fenced) // guarded: a no-op once gone
+			return 250 * time.Millisecond
 		}
 		e.fenced = 0
 	}
@@ -259,11 +261,13 @@ func (e *Elector) step(ctx context.Context) time.Duration {
 	local := e.cfg.Local()
 	r := Rank(e.cfg.Host, w.candidates(e.cfg.Host, local, e.cfg.Priority), w.reference, e.cfg.MaxLag, target, excluded)
 	if !r.Eligible {
+		e.log.Debug("elector: not campaigning", "why", r.Why)
 		return idle
 	}
 	if e.absentSince.IsZero() {
 		e.absentSince = now
 	}
+	e.log.Debug("elector: leader key absent", "rank", r.Rank)
 	if tryAt := e.absentSince.Add(time.Duration(r.Rank) * e.cfg.Step); now.Before(tryAt) {
 		return tryAt.Sub(now)
 	}
@@ -283,7 +287,8 @@ func (e *Elector) stepPrimary(ctx context.Context, now time.Time) time.Duration 
 	epoch := e.epoch.Load()
 	// Only a world in step with etcd can say the role is gone; while etcd is
 	// unreachable, self-fencing above is what stops this primary.
-	if e.synced && (w.leader == nil || w.leaderEpoch != epoch) {
+	// The world must also have caught up with the key this host created.
+	if e.synced && w.rev >= epoch && (w.leader == nil || w.leaderEpoch != epoch) {
 		e.demote(ctx, "leadership lost", pb.EventKind_EVENT_KIND_DEMOTED)
 		return 0
 	}

@@ -16,6 +16,7 @@ import (
 // own goroutine touches it.
 type world struct {
 	service string
+	rev     int64 // the world reflects etcd up to this revision
 
 	leader      *pb.Leader // nil when the leader key is absent
 	leaderEpoch int64      // its create revision
@@ -24,6 +25,7 @@ type world struct {
 	control     *pb.Control
 	instances   map[string]*pb.Instance // by host
 	hosts       map[string]bool         // hosts with a live agent
+	hostGoneRev int64                   // revision of the last host record deletion
 
 	// reference is the freshest value ever reported by a primary's
 	// instance: what a standby's lag is measured against.
@@ -32,6 +34,7 @@ type world struct {
 	gone struct {
 		host         string
 		epoch        int64
+		rev          int64 // revision the leader key was deleted at
 		leaseExpired bool
 	}
 }
@@ -55,9 +58,9 @@ func (w *world) relevant(k registry.Key) bool {
 	return false
 }
 
-// apply takes one etcd event. Events of one revision must be applied
-// together and followed by settle, which sees whether a vanished leader's
-// host record went with it (its lease expired) or not (it resigned).
+// apply takes one etcd event. A leader key deleted at the same revision as
+// its host record went with the host's lease (expired or revoked); deleted
+// alone, it was resigned.
 func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 	k, err := registry.ParseKey(key)
 	if err != nil || !w.relevant(k) {
@@ -65,9 +68,14 @@ func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 	}
 	switch k.Kind {
 	case registry.KindHost:
-		w.hosts[k.Host] = !deleted
 		if deleted {
 			delete(w.hosts, k.Host)
+			w.hostGoneRev = kv.ModRevision
+			if k.Host == w.gone.host && kv.ModRevision == w.gone.rev {
+				w.gone.leaseExpired = true
+			}
+		} else {
+			w.hosts[k.Host] = true
 		}
 	case registry.KindInstance:
 		in := &pb.Instance{}
@@ -83,7 +91,9 @@ func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 	case registry.KindLeader:
 		if deleted {
 			if w.leader != nil {
-				w.gone.host, w.gone.epoch, w.gone.leaseExpired = w.leader.GetHost(), w.leaderEpoch, false
+				w.gone.host, w.gone.epoch, w.gone.rev = w.leader.GetHost(), w.leaderEpoch, kv.ModRevision
+				_, hostAlive := w.hosts[w.gone.host]
+				w.gone.leaseExpired = !hostAlive && w.gone.rev > 0 && w.hostGoneRev == kv.ModRevision
 			}
 			w.leader, w.leaderEpoch, w.leaderLease = nil, 0, 0
 			return
@@ -115,13 +125,6 @@ func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 	}
 }
 
-// settle runs after all events of a batch: a leader whose host record is
-// gone too went with its lease.
-func (w *world) settle() {
-	if w.gone.host != "" && !w.hosts[w.gone.host] {
-		w.gone.leaseExpired = true
-	}
-}
 
 // switchover returns the pending switchover, if any: the host that must
 // hand over and the requested target ("" for the best ranked). A request

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -49,9 +50,15 @@ func FreePort(t testing.TB) int {
 	}
 }
 
-// Quiet is a logger for tests that only prints warnings and errors.
+// Quiet is a logger for tests that only prints warnings and errors, or
+// the level named by the UNDERSTUDY_TEST_LOG environment variable (debug,
+// info) when chasing a failure.
 func Quiet(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if env := os.Getenv("UNDERSTUDY_TEST_LOG"); env != "" {
+		_ = level.UnmarshalText([]byte(env))
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 }
 
 type testWriter struct{ t testing.TB }

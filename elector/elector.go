@@ -55,10 +55,10 @@ type Local struct {
 
 // Config configures an elector.
 type Config struct {
-	Client                 *clientv3.Client
-	Service, Host, Zone    string
-	Address                string
-	Priority               int32
+	Client              *clientv3.Client
+	Service, Host, Zone string
+	Address             string
+	Priority            int32
 	// MaxLag: a standby whose freshness lags by more never campaigns; < 0 disables.
 	MaxLag int64
 	// Step is the wait per rank before campaigning. Default 100ms.
@@ -97,7 +97,7 @@ type Elector struct {
 	// promote) whose keys the world may still show as ours: they are
 	// deleted, and never acted on, until the watch confirms they are gone.
 	fenced int64
-	synced      bool      // the world reflects etcd: read once and watched since
+	synced bool // the world reflects etcd: read once and watched since
 }
 
 // New returns an idle elector; Run campaigns.

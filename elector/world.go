@@ -125,7 +125,6 @@ func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 	}
 }
 
-
 // switchover returns the pending switchover, if any: the host that must
 // hand over and the requested target ("" for the best ranked). A request
 // older than maxAge is ignored.

@@ -83,6 +83,9 @@ func EventKey(service string, rev int64) string {
 	return fmt.Sprintf("%sevents/%s/%020d", Prefix, service, rev)
 }
 
+// EventsPrefix holds the history of one service, oldest first.
+func EventsPrefix(service string) string { return Prefix + "events/" + service + "/" }
+
 // MemberKey records the zone of one etcd member.
 func MemberKey(name string) string { return Prefix + "members/" + name }
 

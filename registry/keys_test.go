@@ -47,6 +47,7 @@ func TestKeyLayout(t *testing.T) {
 		{PrimaryKey("s"), "/understudy/v1/primaries/s"},
 		{ControlKey("s"), "/understudy/v1/control/s"},
 		{EventKey("s", 7), "/understudy/v1/events/s/00000000000000000007"},
+		{EventsPrefix("s"), "/understudy/v1/events/s/"},
 		{MemberKey("m"), "/understudy/v1/members/m"},
 		{HostsPrefix, "/understudy/v1/hosts/"},
 		{InstancesPrefix, "/understudy/v1/instances/"},

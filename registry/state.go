@@ -27,10 +27,17 @@ type State struct {
 type serviceRecords struct {
 	instances map[string]*pb.Instance // by host
 	primary   *pb.Primary
-	rev       int64 // revision of the last change to any record of the service
+	control   *pb.Control // operator requests; nil when absent
+	rev       int64       // revision of the last change to any record of the service
 }
 
-func (r *serviceRecords) empty() bool { return len(r.instances) == 0 && r.primary == nil }
+// hasView reports whether the records make a view: a service needs an
+// instance or a primary. A control record alone (a pause set before the
+// first agent registers, or left behind by the last) makes none, but is
+// kept so that it applies once instances appear.
+func (r *serviceRecords) hasView() bool { return len(r.instances) > 0 || r.primary != nil }
+
+func (r *serviceRecords) empty() bool { return !r.hasView() && r.control == nil }
 
 // NewState returns an empty State at revision 0.
 func NewState() *State {
@@ -56,7 +63,12 @@ func (s *State) SetRevision(rev int64) {
 // Apply applies a put (value non-nil) or a delete (value nil) of key at
 // revision rev. It returns the new view of the service the change touched,
 // or nil when no view changed. A removed service is returned as a view with
-// no instances, and is forgotten afterwards.
+// no instances, and is forgotten afterwards (except for its control record,
+// which makes no view but is kept so that a pause applies to the service's
+// next instances).
+//
+// Control records set the views' paused flag; leader and event keys change
+// no view.
 //
 // A key that cannot be parsed, or a value that cannot be decoded, returns an
 // error; a bad value is treated as absent so the view shows only what can be
@@ -112,8 +124,8 @@ func (s *State) Apply(key string, value []byte, rev int64) (*pb.View, error) {
 		}
 		return s.rebuild(k.Service, rev), decodeErr
 	case KindPrimary:
-		if deleted && s.services[k.Service] == nil {
-			return nil, nil
+		if r := s.services[k.Service]; deleted && (r == nil || r.primary == nil) {
+			return nil, nil // nothing known was removed
 		}
 		recs := s.records(k.Service)
 		p := &pb.Primary{}
@@ -123,9 +135,30 @@ func (s *State) Apply(key string, value []byte, rev int64) (*pb.View, error) {
 			recs.primary = nil
 		}
 		return s.rebuild(k.Service, rev), decodeErr
+	case KindControl:
+		if deleted && s.services[k.Service] == nil {
+			return nil, nil
+		}
+		recs := s.records(k.Service)
+		wasPaused := recs.control.GetPaused()
+		c := &pb.Control{}
+		if decode(c) {
+			recs.control = c
+		} else {
+			recs.control = nil // a control record that cannot be read pauses nothing
+		}
+		if recs.empty() {
+			delete(s.services, k.Service)
+		}
+		// Views show only the pause flag: a switchover request alone
+		// changes none.
+		if !recs.hasView() || recs.control.GetPaused() == wasPaused {
+			return nil, decodeErr
+		}
+		return s.rebuild(k.Service, rev), decodeErr
 	default:
-		// Leader, control and event keys feed the elector and the event log;
-		// views show their effect through the primary record.
+		// Leader and event keys feed the elector and the event log; views
+		// show their effect through the primary record.
 		return nil, nil
 	}
 }
@@ -149,9 +182,11 @@ func (s *State) instance(service, host string) *pb.Instance {
 func (s *State) rebuild(service string, rev int64) *pb.View {
 	r := s.services[service]
 	r.rev = rev
-	v := BuildView(service, slices.Collect(maps.Values(r.instances)), r.primary, rev)
-	if r.empty() {
-		delete(s.services, service)
+	v := BuildView(service, slices.Collect(maps.Values(r.instances)), r.primary, r.control.GetPaused(), rev)
+	if !r.hasView() {
+		if r.empty() {
+			delete(s.services, service)
+		}
 		delete(s.views, service)
 		return v
 	}
@@ -159,10 +194,11 @@ func (s *State) rebuild(service string, rev int64) *pb.View {
 	return v
 }
 
-// View returns the current view of service, or nil when it has no records.
+// View returns the current view of service, or nil when it has neither
+// instances nor a primary.
 func (s *State) View(service string) *pb.View { return s.views[service] }
 
-// Services returns the names of all services with records, sorted.
+// Services returns the names of all services with a view, sorted.
 func (s *State) Services() []string { return slices.Sorted(maps.Keys(s.views)) }
 
 // Views returns the current views of all services, sorted by service.

@@ -43,27 +43,35 @@ func pgInstance(host string, health pb.Health) *pb.Instance {
 	return &pb.Instance{Host: host, Service: "postgres", Zone: "dc1", Address: host + ":5432", Mode: pb.Mode_MODE_PRIMARY, Health: health}
 }
 
+// standby returns a copy of in as a view of a primary-mode service shows it
+// when another host (or none) is primary.
+func standby(in *pb.Instance) *pb.Instance {
+	c := proto.CloneOf(in)
+	c.Role = pb.Role_ROLE_STANDBY
+	return c
+}
+
 func TestStateApplyInstances(t *testing.T) {
 	s := NewState()
 	db0 := pgInstance("ol-db0", pb.Health_HEALTH_PASSING)
 	db1 := pgInstance("ol-db1", pb.Health_HEALTH_PASSING)
 
 	got := put(t, s, InstanceKey("ol-db1", "postgres"), db1, 10)
-	want := &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{db1}, Revision: 10}
+	want := &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{standby(db1)}, Revision: 10}
 	diffProto(t, "view after first put", want, got)
 	diffProto(t, "View() after first put", want, s.View("postgres"))
 
 	got = put(t, s, InstanceKey("ol-db0", "postgres"), db0, 11)
-	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{db0, db1}, Revision: 11}
+	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{standby(db0), standby(db1)}, Revision: 11}
 	diffProto(t, "view after second put", want, got)
 
 	db1Failing := pgInstance("ol-db1", pb.Health_HEALTH_CRITICAL)
 	got = put(t, s, InstanceKey("ol-db1", "postgres"), db1Failing, 12)
-	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{db0, db1Failing}, Revision: 12}
+	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{standby(db0), standby(db1Failing)}, Revision: 12}
 	diffProto(t, "view after update", want, got)
 
 	got = del(t, s, InstanceKey("ol-db0", "postgres"), 13)
-	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_DOWN, Instances: []*pb.Instance{db1Failing}, Revision: 13}
+	want = &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_DOWN, Instances: []*pb.Instance{standby(db1Failing)}, Revision: 13}
 	diffProto(t, "view after delete", want, got)
 	diffProto(t, "View() after delete", want, s.View("postgres"))
 
@@ -112,6 +120,122 @@ func TestStateApplyPrimary(t *testing.T) {
 	if n := len(got.GetInstances()); n != 2 {
 		t.Errorf("after primary delete: %d instances, want 2", n)
 	}
+}
+
+// The primary's instance is ROLE_PRIMARY and the others ROLE_STANDBY; when
+// the primary record goes, every instance is a standby again.
+func TestStateApplyPrimaryRoles(t *testing.T) {
+	s := NewState()
+	put(t, s, InstanceKey("ol-db0", "postgres"), pgInstance("ol-db0", pb.Health_HEALTH_PASSING), 1)
+	put(t, s, InstanceKey("ol-db1", "postgres"), pgInstance("ol-db1", pb.Health_HEALTH_PASSING), 2)
+	roles := func(v *pb.View) []pb.Role {
+		var out []pb.Role
+		for _, in := range v.GetInstances() {
+			out = append(out, in.GetRole())
+		}
+		return out
+	}
+	steps := []struct {
+		name string
+		do   func() *pb.View
+		want []pb.Role
+	}{
+		{"no primary", func() *pb.View { return s.View("postgres") }, []pb.Role{pb.Role_ROLE_STANDBY, pb.Role_ROLE_STANDBY}},
+		{"ol-db1 primary", func() *pb.View {
+			return put(t, s, PrimaryKey("postgres"), &pb.Primary{Host: "ol-db1", Epoch: 3}, 3)
+		}, []pb.Role{pb.Role_ROLE_STANDBY, pb.Role_ROLE_PRIMARY}},
+		{"primary's instance updated", func() *pb.View {
+			return put(t, s, InstanceKey("ol-db1", "postgres"), pgInstance("ol-db1", pb.Health_HEALTH_CRITICAL), 4)
+		}, []pb.Role{pb.Role_ROLE_STANDBY, pb.Role_ROLE_PRIMARY}},
+		{"ol-db0 primary", func() *pb.View {
+			return put(t, s, PrimaryKey("postgres"), &pb.Primary{Host: "ol-db0", Epoch: 5}, 5)
+		}, []pb.Role{pb.Role_ROLE_PRIMARY, pb.Role_ROLE_STANDBY}},
+		{"primary record deleted", func() *pb.View { return del(t, s, PrimaryKey("postgres"), 6) }, []pb.Role{pb.Role_ROLE_STANDBY, pb.Role_ROLE_STANDBY}},
+	}
+	for _, st := range steps {
+		if got := roles(st.do()); !slices.Equal(got, st.want) {
+			t.Errorf("%s: roles %v, want %v", st.name, got, st.want)
+		}
+	}
+	for host, in := range s.services["postgres"].instances {
+		if in.GetRole() != pb.Role_ROLE_UNSPECIFIED {
+			t.Errorf("stored instance %s has role %v, want none: roles belong to views", host, in.GetRole())
+		}
+	}
+}
+
+// A control record sets the paused flag of the service's view. Alone it
+// makes no view, but it is kept: instances registered later are paused.
+func TestStateApplyControl(t *testing.T) {
+	s := NewState()
+	paused := &pb.Control{Paused: true}
+	pending := &pb.Control{SwitchoverFrom: "ol-db0", SwitchoverTo: "ol-db1"}
+	isPaused := func(want bool) func(*pb.View) bool {
+		return func(v *pb.View) bool { return v != nil && v.GetPaused() == want }
+	}
+	noView := func(v *pb.View) bool { return v == nil }
+	steps := []struct {
+		name      string
+		do        func() (*pb.View, error)
+		wantView  func(*pb.View) bool // on the returned view
+		wantState func(*pb.View) bool // on View("postgres") afterwards
+		wantErr   bool
+	}{
+		{"delete of an unknown control key", func() (*pb.View, error) { return s.Apply(ControlKey("postgres"), nil, 1) }, noView, noView, false},
+		{"pause before any instance", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), paused, 2) }, noView, noView, false},
+		{"first instance is paused", func() (*pb.View, error) {
+			return apply(s, InstanceKey("ol-db0", "postgres"), pgInstance("ol-db0", pb.Health_HEALTH_PASSING), 3)
+		}, isPaused(true), isPaused(true), false},
+		{"resume", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), &pb.Control{}, 4) }, isPaused(false), isPaused(false), false},
+		{"switchover request changes no view", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), pending, 5) }, noView, isPaused(false), false},
+		{"pause again", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), paused, 6) }, isPaused(true), isPaused(true), false},
+		{"corrupt control pauses nothing", func() (*pb.View, error) { return s.Apply(ControlKey("postgres"), []byte("{paused"), 7) }, isPaused(false), isPaused(false), true},
+		{"pause once more", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), paused, 8) }, isPaused(true), isPaused(true), false},
+		{"delete control", func() (*pb.View, error) { return s.Apply(ControlKey("postgres"), nil, 9) }, isPaused(false), isPaused(false), false},
+		{"pause for the last time", func() (*pb.View, error) { return apply(s, ControlKey("postgres"), paused, 10) }, isPaused(true), isPaused(true), false},
+		{"last instance leaves", func() (*pb.View, error) { return s.Apply(InstanceKey("ol-db0", "postgres"), nil, 11) }, func(v *pb.View) bool {
+			return v != nil && len(v.GetInstances()) == 0
+		}, noView, false},
+		{"it comes back still paused", func() (*pb.View, error) {
+			return apply(s, InstanceKey("ol-db1", "postgres"), pgInstance("ol-db1", pb.Health_HEALTH_PASSING), 12)
+		}, isPaused(true), isPaused(true), false},
+	}
+	for _, st := range steps {
+		v, err := st.do()
+		if (err != nil) != st.wantErr {
+			t.Fatalf("%s: error %v, want error: %v", st.name, err, st.wantErr)
+		}
+		if !st.wantView(v) {
+			t.Errorf("%s: returned view %v is not as expected", st.name, v)
+		}
+		if got := s.View("postgres"); !st.wantState(got) {
+			t.Errorf("%s: View(postgres) = %v is not as expected", st.name, got)
+		}
+	}
+	if got, want := s.View("postgres").GetRevision(), int64(12); got != want {
+		t.Errorf("view revision %d, want %d", got, want)
+	}
+
+	t.Run("a control record alone is no service", func(t *testing.T) {
+		s := NewState()
+		put(t, s, ControlKey("solr"), paused, 1)
+		if got := s.Services(); len(got) != 0 {
+			t.Errorf("Services() = %v, want none", got)
+		}
+		if got := s.Views(); len(got) != 0 {
+			t.Errorf("Views() = %v, want none", got)
+		}
+		// Removing it forgets the service: a later instance is not paused.
+		del(t, s, ControlKey("solr"), 2)
+		if v := put(t, s, InstanceKey("ol-solr0", "solr"), &pb.Instance{}, 3); v.GetPaused() {
+			t.Errorf("view after the control record was deleted is paused: %v", v)
+		}
+	})
+}
+
+// apply applies a put of m at key and returns what Apply returns.
+func apply(s *State, key string, m proto.Message, rev int64) (*pb.View, error) {
+	return s.Apply(key, []byte(MustEncode(m)), rev)
 }
 
 func TestStateApplyRemovesLastRecord(t *testing.T) {
@@ -171,7 +295,7 @@ func TestStateApplyCorruptValue(t *testing.T) {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error %q does not name the key %s", err, key)
 		}
-		want := &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{db0}, Revision: 3}
+		want := &pb.View{Service: "postgres", Mode: pb.Mode_MODE_PRIMARY, Status: pb.Status_STATUS_READ_ONLY, Instances: []*pb.Instance{standby(db0)}, Revision: 3}
 		diffProto(t, "view after corrupt put (record treated as absent)", want, got)
 		diffProto(t, "View() after corrupt put", want, s.View("postgres"))
 	})
@@ -333,7 +457,7 @@ func TestStateApplyBadKey(t *testing.T) {
 }
 
 func TestStateApplyKeysWithoutView(t *testing.T) {
-	keys := []string{LeaderKey("postgres"), ControlKey("postgres"), EventKey("postgres", 3)}
+	keys := []string{LeaderKey("postgres"), EventKey("postgres", 3)}
 	for _, key := range keys {
 		t.Run(key, func(t *testing.T) {
 			s := NewState()
@@ -415,8 +539,9 @@ func TestStateViewsAreImmutable(t *testing.T) {
 	put(t, s, InstanceKey("ol-db0", "postgres"), pgInstance("ol-db0", pb.Health_HEALTH_CRITICAL), 3)
 	put(t, s, InstanceKey("ol-db1", "postgres"), pgInstance("ol-db1", pb.Health_HEALTH_PASSING), 4)
 	put(t, s, PrimaryKey("postgres"), &pb.Primary{Host: "ol-db1", Epoch: 4}, 5)
-	del(t, s, InstanceKey("ol-db0", "postgres"), 6)
-	if _, err := s.Apply(InstanceKey("ol-db1", "postgres"), []byte("garbage"), 7); err == nil {
+	put(t, s, ControlKey("postgres"), &pb.Control{Paused: true}, 6)
+	del(t, s, InstanceKey("ol-db0", "postgres"), 7)
+	if _, err := s.Apply(InstanceKey("ol-db1", "postgres"), []byte("garbage"), 8); err == nil {
 		t.Fatal("Apply(garbage) error = nil, want error")
 	}
 

@@ -31,7 +31,13 @@ var devHosts = []struct{ name, zone, http string }{
 	{"dev-a", "dc1", "127.0.0.1:7431"}, {"dev-b", "dc2", "127.0.0.1:7432"}, {"dev-c", "cloud", "127.0.0.1:7433"},
 }
 
-const devService = "cache"
+// The demo services: a pool and a primary-mode service on every host.
+const (
+	devService   = "cache"
+	devPrimaryDB = "db"
+)
+
+var devServiceNames = []string{devService, devPrimaryDB}
 
 func newDevCmd() *cobra.Command {
 	var dataDir, logLevel string
@@ -75,7 +81,7 @@ func (d devServices) routes(mux *http.ServeMux) {
 			host, svc := r.URL.Query().Get("host"), r.URL.Query().Get("service")
 			s, ok := d[host+"/"+svc]
 			if !ok {
-				http.Error(w, fmt.Sprintf("no demo service %q on host %q; there is %s on %s", svc, host, devService, devHostNames()), http.StatusNotFound)
+				http.Error(w, fmt.Sprintf("no demo service %q on host %q; there are %s on %s", svc, host, strings.Join(devServiceNames, " and "), devHostNames()), http.StatusNotFound)
 				return
 			}
 			if action == "fail" {
@@ -103,12 +109,14 @@ func runDev(dataDir string, log *slog.Logger) error {
 
 	services := devServices{}
 	for _, h := range devHosts {
-		s, err := demoservice.Start(devService+"@"+h.name, "127.0.0.1:0")
-		if err != nil {
-			return err
+		for _, name := range devServiceNames {
+			s, err := demoservice.Start(name+"@"+h.name, "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			services[h.name+"/"+name] = s
 		}
-		defer s.Close()
-		services[h.name+"/"+devService] = s
 	}
 	mc := server.MemberConfig{
 		Name: "dev", Zone: "dc1", DataDir: dataDir,
@@ -134,9 +142,15 @@ func runDev(dataDir string, log *slog.Logger) error {
 			HTTPAddr: h.http,
 			Services: []agent.ServiceConfig{{
 				Name: devService, Mode: agent.ModePool, Address: services[h.name+"/"+devService].Addr(),
-				Tags: []string{"demo"},
-				Check: agent.CheckConfig{TCP: "self", Interval: agent.D(200 * time.Millisecond),
-					Timeout: agent.D(100 * time.Millisecond), Rise: &rise, Fall: &fall},
+				Tags: []string{"demo"}, Check: devCheck(&rise, &fall),
+			}, {
+				Name: devPrimaryDB, Mode: agent.ModePrimary, Address: services[h.name+"/"+devPrimaryDB].Addr(),
+				Tags: []string{"demo"}, Check: devCheck(&rise, &fall),
+				// The demo hooks only say what a real one would do.
+				Hooks: agent.HooksConfig{
+					Promote: []string{"sh", "-c", `echo "promote $UNDERSTUDY_SERVICE on $UNDERSTUDY_HOST at epoch $UNDERSTUDY_EPOCH (was: ${UNDERSTUDY_PREVIOUS_PRIMARY:-none}; $UNDERSTUDY_REASON)"`},
+					Demote:  []string{"sh", "-c", `echo "demote $UNDERSTUDY_SERVICE on $UNDERSTUDY_HOST ($UNDERSTUDY_REASON)"`},
+				},
 			}},
 		}
 		a, err := agent.New(cfg, agent.Options{Logger: log})
@@ -156,6 +170,10 @@ func runDev(dataDir string, log *slog.Logger) error {
 	return nil
 }
 
+func devCheck(rise, fall *int) agent.CheckConfig {
+	return agent.CheckConfig{TCP: "self", Interval: agent.D(200 * time.Millisecond), Timeout: agent.D(100 * time.Millisecond), Rise: rise, Fall: fall}
+}
+
 func printDevBanner(out io.Writer, dataDir string, services devServices) {
 	fmt.Fprintf(out, `
 understudy dev is running (Ctrl-C stops it)
@@ -164,19 +182,26 @@ understudy dev is running (Ctrl-C stops it)
   registry      gRPC %s   HTTP http://%s (/healthz /readyz /metrics /v1/services)
 `, devClientURL, dataDir, devGRPC, devHTTP)
 	for _, h := range devHosts {
-		fmt.Fprintf(out, "  host %-8s zone %-6s agent checks %s at %s (tcp, every 200ms, rise 2, fall 2)\n",
-			h.name, h.zone, devService, services[h.name+"/"+devService].Addr())
+		fmt.Fprintf(out, "  host %-8s zone %-6s %s at %s (pool), %s at %s (primary/standby), role endpoints http://%s\n",
+			h.name, h.zone, devService, services[h.name+"/"+devService].Addr(),
+			devPrimaryDB, services[h.name+"/"+devPrimaryDB].Addr(), h.http)
 	}
+	fmt.Fprintln(out, "  checks: tcp every 200ms, rise 2, fall 2; lease TTL 3s")
 	fmt.Fprintf(out, `
 Try, in another terminal:
   bin/understudy watch %[1]s                 # one line per change of the pool
   bin/understudy status                      # members, hosts, services
   bin/understudy dev fail dev-b %[1]s        # dev-b's %[1]s stops answering: critical within a second
   bin/understudy dev heal dev-b %[1]s
+  bin/understudy watch %[5]s                    # the primary, its epoch, the standbys
+  bin/understudy dev fail dev-a %[5]s           # if dev-a is primary: it resigns, a standby is promoted
+  bin/understudy switchover %[5]s --to dev-c    # move the role by hand
+  bin/understudy events %[5]s                   # the history of role changes
+  curl -i http://%[6]s/primary/%[5]s       # 200 only on the acting primary (HAProxy-style check)
   bin/etcdctl --endpoints %[2]s get --prefix %[3]s
   curl -s http://%[4]s/v1/services
 
-`, devService, devClientURL, registry.Prefix, devHTTP)
+`, devService, devClientURL, registry.Prefix, devHTTP, devPrimaryDB, devHosts[0].http)
 }
 
 func newDevActionCmd(action string) *cobra.Command {

@@ -10,13 +10,15 @@ import (
 	"os"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 // run executes one command line and returns the exit status: 0 on success,
-// 2 for bad flags, arguments or configuration, 1 for anything else.
-func run(args []string, stderr io.Writer) int {
+// 2 for bad flags, arguments or configuration, 1 for anything else
+// (a registry that refuses a request included).
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,11 +44,24 @@ func TestBadInputExitsTwoNamingTheField(t *testing.T) {
 		{"bad member name", []string{"server", "--name", "a/b", "--data-dir", t.TempDir()}, "name"},
 		{"bad cluster state", []string{"server", "--name", "a", "--initial-cluster-state", "old", "--data-dir", t.TempDir()}, "initial-cluster-state"},
 		{"dev fail needs two args", []string{"dev", "fail", "dev-a"}, "accepts 2 arg"},
+		{"switchover needs a service", []string{"switchover"}, "accepts 1 arg"},
+		{"switchover of one service", []string{"switchover", "pg", "solr"}, "accepts 1 arg"},
+		{"bad switchover service", []string{"switchover", "bad/name"}, "SERVICE"},
+		{"bad switchover target", []string{"switchover", "pg", "--to", "ol db3"}, "--to"},
+		{"switchover target needs a value", []string{"switchover", "pg", "--to"}, "--to"},
+		{"pause needs a service", []string{"pause"}, "accepts 1 arg"},
+		{"bad pause service", []string{"pause", "pg."}, "SERVICE"},
+		{"resume of one service", []string{"resume", "pg", "solr"}, "accepts 1 arg"},
+		{"bad resume service", []string{"resume", "pg/"}, "SERVICE"},
+		{"events needs a service", []string{"events"}, "accepts 1 arg"},
+		{"bad events service", []string{"events", "a b"}, "SERVICE"},
+		{"negative events limit", []string{"events", "pg", "--limit", "-1"}, "--limit"},
+		{"events limit not a number", []string{"events", "pg", "--limit", "many"}, "--limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if got := run(tt.args, &stderr); got != 2 {
+			if got := run(tt.args, io.Discard, &stderr); got != 2 {
 				t.Errorf("exit status = %d, want 2; stderr: %s", got, stderr.String())
 			}
 			if !strings.Contains(stderr.String(), tt.want) {
@@ -59,7 +73,7 @@ func TestBadInputExitsTwoNamingTheField(t *testing.T) {
 
 func TestStatusWithNoRegistryFailsClearly(t *testing.T) {
 	var stderr bytes.Buffer
-	if got := run([]string{"status", "--registry", "127.0.0.1:1"}, &stderr); got != 1 {
+	if got := run([]string{"status", "--registry", "127.0.0.1:1"}, io.Discard, &stderr); got != 1 {
 		t.Fatalf("exit status = %d, want 1", got)
 	}
 	if !strings.Contains(stderr.String(), "no registry answered") {

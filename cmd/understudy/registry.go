@@ -33,7 +33,11 @@ func dial(addr string) (*grpc.ClientConn, pb.RegistryServiceClient, error) {
 	return conn, pb.NewRegistryServiceClient(conn), nil
 }
 
-// firstAnswer calls fn on each registry in turn until one answers.
+// firstAnswer calls fn on each registry in turn until one answers. A
+// refusal (the request does not fit the registry's state: unknown service,
+// failed precondition) is an answer every registry would give, so it ends
+// the search and is returned as the server's reason; a malformed request is
+// a usage error.
 func firstAnswer(ctx context.Context, addrs []string, fn func(context.Context, pb.RegistryServiceClient) error) error {
 	var errs []error
 	for _, addr := range addrs {
@@ -46,8 +50,11 @@ func firstAnswer(ctx context.Context, addrs []string, fn func(context.Context, p
 		if err == nil {
 			return nil
 		}
-		if status.Code(err) == codes.InvalidArgument {
+		switch status.Code(err) {
+		case codes.InvalidArgument:
 			return usageError{errors.New(status.Convert(err).Message())}
+		case codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied, codes.OutOfRange:
+			return errors.New(status.Convert(err).Message())
 		}
 		errs = append(errs, fmt.Errorf("%s: %s", addr, status.Convert(err).Message()))
 	}

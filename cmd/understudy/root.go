@@ -32,7 +32,8 @@ func newRootCmd() *cobra.Command {
 		Version:       version,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServerCmd(), newAgentCmd(), newWatchCmd(), newStatusCmd(), newDevCmd())
+	root.AddCommand(newServerCmd(), newAgentCmd(), newWatchCmd(), newStatusCmd(), newDevCmd(),
+		newSwitchoverCmd(), newPauseCmd(), newResumeCmd(), newEventsCmd())
 	return root
 }
 

@@ -19,6 +19,12 @@ var (
 	ErrSubscriptionClosed = errors.New("subscription closed")
 	// ErrUnknownService means no instance of the service is registered.
 	ErrUnknownService = errors.New("unknown service")
+	// ErrInvalidArgument means a request field is out of range.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrRefused means an operator request does not fit the service's
+	// current state (a switchover to an unhealthy host, while paused...).
+	// The error says why.
+	ErrRefused = errors.New("refused")
 )
 
 // toStatus maps errors to gRPC status codes in one place, at the API edge.
@@ -31,8 +37,10 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, registry.ErrInvalidName):
+	case errors.Is(err, registry.ErrInvalidName), errors.Is(err, ErrInvalidArgument):
 		code = codes.InvalidArgument
+	case errors.Is(err, ErrRefused):
+		code = codes.FailedPrecondition
 	case errors.Is(err, ErrUnknownService):
 		code = codes.NotFound
 	case errors.Is(err, ErrNotReady), errors.Is(err, ErrStopped), errors.Is(err, ErrSubscriptionClosed):

@@ -120,7 +120,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	s.hub = NewHub(s.client, cfg.Hub)
 
 	s.grpc = grpc.NewServer()
-	pb.RegisterRegistryServiceServer(s.grpc, &service{hub: s.hub, client: s.client})
+	pb.RegisterRegistryServiceServer(s.grpc, &service{hub: s.hub, client: s.client, log: s.log})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ type service struct {
 	pb.UnimplementedRegistryServiceServer
 	hub    *Hub
 	client *clientv3.Client
+	log    *slog.Logger
 }
 
 func validateServices(names []string) error {

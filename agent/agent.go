@@ -45,6 +45,8 @@ type Agent struct {
 	instances []*instance
 	changed   chan struct{} // capacity 1: some instance's health changed
 	events    chan *pb.Event
+	evLease   clientv3.LeaseID // current lease for events (writeEvents only)
+	evLeaseAt time.Time
 	httpLn    net.Listener // role endpoints; nil when off
 	startedAt time.Time
 }
@@ -74,7 +76,7 @@ func (in *instance) healthy() bool {
 func (in *instance) local() elector.Local {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return elector.Local{Healthy: in.passing, Freshness: in.fresh, NoFailover: slices.Contains(in.cfg.Tags, elector.NoFailoverTag)}
+	return elector.Local{Healthy: in.passing, Freshness: in.fresh, NoFailover: slices.Contains(in.cfg.Tags, registry.NoFailoverTag)}
 }
 
 func (in *instance) mode() pb.Mode {

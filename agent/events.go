@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
@@ -45,11 +46,11 @@ func (a *Agent) drainEvents() {
 
 // writeEvent stores ev at events/<service>/<revision>, the revision being
 // the one its own write creates (a guarded create retried on collision),
-// under a lease of eventRetention.
+// under a lease of eventRetention shared by a day's events.
 func (a *Agent) writeEvent(ctx context.Context, ev *pb.Event) {
 	for try := 0; try < 5 && ctx.Err() == nil; try++ {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := appendEvent(wctx, a.cli, ev)
+		err := a.appendEvent(wctx, ev)
 		cancel()
 		if err == nil {
 			return
@@ -60,11 +61,31 @@ func (a *Agent) writeEvent(ctx context.Context, ev *pb.Event) {
 	a.log.Warn("agent: dropped a role-change event", "service", ev.GetService(), "kind", ev.GetKind(), "reason", ev.GetReason())
 }
 
-func appendEvent(ctx context.Context, cli *clientv3.Client, ev *pb.Event) error {
-	lease, err := cli.Grant(ctx, int64(eventRetention/time.Second))
+// eventLeaseReuse is how long one events lease serves new events: an
+// event lives between Retention − eventLeaseReuse and Retention, and an
+// agent holds at most Retention / eventLeaseReuse such leases.
+const eventLeaseReuse = 24 * time.Hour
+
+// eventLease returns a lease for new events, granting one when the current
+// one is older than eventLeaseReuse. Only writeEvents' goroutine calls it.
+func (a *Agent) eventLease(ctx context.Context) (clientv3.LeaseID, error) {
+	if a.evLease != 0 && time.Since(a.evLeaseAt) < eventLeaseReuse {
+		return a.evLease, nil
+	}
+	resp, err := a.cli.Grant(ctx, int64(eventRetention/time.Second))
+	if err != nil {
+		return 0, err
+	}
+	a.evLease, a.evLeaseAt = resp.ID, time.Now()
+	return a.evLease, nil
+}
+
+func (a *Agent) appendEvent(ctx context.Context, ev *pb.Event) error {
+	lease, err := a.eventLease(ctx)
 	if err != nil {
 		return err
 	}
+	cli := a.cli
 	for {
 		cur, err := cli.Get(ctx, registry.EventKey(ev.GetService(), 1), clientv3.WithCountOnly())
 		if err != nil {
@@ -75,8 +96,11 @@ func appendEvent(ctx context.Context, cli *clientv3.Client, ev *pb.Event) error 
 		key := registry.EventKey(ev.GetService(), rev)
 		resp, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, registry.MustEncode(ev), clientv3.WithLease(lease.ID))).
+			Then(clientv3.OpPut(key, registry.MustEncode(ev), clientv3.WithLease(lease))).
 			Commit()
+		if rpctypes.Error(err) == rpctypes.ErrLeaseNotFound {
+			a.evLease = 0 // expired or revoked: grant a new one next time
+		}
 		if err != nil {
 			return err
 		}

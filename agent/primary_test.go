@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +40,6 @@ type nodeOpts struct {
 	hookLog   string // shared, timestamped hook log
 	promote   []string
 	stateFile string
-	addr      string // reuse a demo service address (restart)
 	svc       *demoservice.Service
 }
 
@@ -268,5 +266,3 @@ func TestPartitionedPrimaryFencesItselfFirst(t *testing.T) {
 	}
 	proxy.Heal()
 }
-
-var _ = strconv.Itoa

@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-)
 
-// NoFailoverTag on an instance keeps it from ever campaigning.
-const NoFailoverTag = "nofailover"
+	"github.com/understudy-dev/understudy/registry"
+)
 
 // Candidate is one instance as the ranking sees it.
 type Candidate struct {
@@ -57,7 +56,7 @@ func Rank(self string, cands []Candidate, reference int64, maxLag int64, target 
 	case !me.Healthy:
 		return Ranking{Why: "check not passing"}
 	case me.NoFailover:
-		return Ranking{Why: "tagged " + NoFailoverTag}
+		return Ranking{Why: "tagged " + registry.NoFailoverTag}
 	case slices.Contains(excluded, self):
 		return Ranking{Why: "handing over the role"}
 	case maxLag >= 0 && reference-me.Freshness > maxLag:

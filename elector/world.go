@@ -150,7 +150,7 @@ func (w *world) candidates(self string, local Local, priority int32) []Candidate
 		out = append(out, Candidate{
 			Host: host, Healthy: in.GetHealth() == pb.Health_HEALTH_PASSING,
 			Freshness: in.GetFreshness(), Priority: in.GetPriority(),
-			NoFailover: slices.Contains(in.GetTags(), NoFailoverTag),
+			NoFailover: slices.Contains(in.GetTags(), registry.NoFailoverTag),
 		})
 	}
 	out = append(out, Candidate{Host: self, Healthy: local.Healthy, Freshness: local.Freshness, Priority: priority, NoFailover: local.NoFailover})

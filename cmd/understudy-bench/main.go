@@ -9,9 +9,16 @@
 // then writes one instance record at a time straight to etcd and times how
 // long the last subscriber takes to see it.
 //
+// Then, against one more fresh server, it measures failover of a
+// primary-mode service between three in-process agents with no-op hooks, as
+// one Watch subscriber sees it: graceful switchover, check-failure handoff,
+// a crash (the primary's etcd connection blackholed; its lease expires after
+// the TTL), and etcd's own election recipe on the same member as the floor.
+//
 // Usage:
 //
-//	understudy-bench -understudy bin/understudy [-subscribers 100,1000] [-writes 200] [-json FILE]
+//	understudy-bench -understudy bin/understudy [-subscribers 100,1000] [-writes 200]
+//	    [-failover-runs 50] [-failover-crash-runs 20] [-json FILE]
 package main
 
 import (
@@ -39,6 +46,8 @@ type options struct {
 	timeout       time.Duration
 	jsonPath      string
 	logDir        string
+	failoverRuns  int // each fast failover kind; 0 skips the failover part
+	crashRuns     int // crash failovers, each costing about TTL + re-registration
 }
 
 func main() {
@@ -57,15 +66,17 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("understudy-bench", flag.ContinueOnError)
 	fs.StringVar(&o.binary, "understudy", "bin/understudy", "path of the understudy binary to benchmark")
-	subs := fs.String("subscribers", "100,1000", "comma-separated subscriber counts; each gets a fresh server")
+	subs := fs.String("subscribers", "100,1000", "comma-separated subscriber counts; each gets a fresh server; 0 skips the fan-out part")
 	fs.IntVar(&o.writes, "writes", 200, "measured writes per subscriber count, each waited for before the next")
 	fs.IntVar(&o.warmup, "warmup", 10, "unmeasured writes before the measured ones (warms connections and caches)")
 	fs.IntVar(&o.perConn, "streams-per-conn", 100, "Watch streams sharing one gRPC connection")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", 10*time.Second, "how long one write may take to reach every subscriber")
 	fs.DurationVar(&o.attachTimeout, "attach-timeout", 2*time.Minute, "how long attaching all subscribers may take")
+	fs.IntVar(&o.failoverRuns, "failover-runs", 50, "measured runs of each fast failover kind (switchover, check failure, etcd floor); 0 skips the failover part")
+	fs.IntVar(&o.crashRuns, "failover-crash-runs", 20, "measured crash failovers (each about TTL 2s plus re-registration); 0 skips them")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on the whole run")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the figures as JSON to this file")
-	fs.StringVar(&o.logDir, "server-log-dir", "", "keep each server's output as DIR/server-<subscribers>.log (default: discarded)")
+	fs.StringVar(&o.logDir, "server-log-dir", "", "keep each server's output as DIR/server-<subscribers>.log, the failover part's as DIR/server-failover.log and DIR/agents-failover.log (default: discarded)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -73,10 +84,16 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	var err error
-	if o.subscribers, err = parseCounts(*subs); err != nil {
-		return o, fmt.Errorf("-subscribers: %w", err)
+	if strings.TrimSpace(*subs) != "0" {
+		if o.subscribers, err = parseCounts(*subs); err != nil {
+			return o, fmt.Errorf("-subscribers: %w", err)
+		}
 	}
 	switch {
+	case o.failoverRuns < 0 || o.crashRuns < 0:
+		return o, errors.New("-failover-runs and -failover-crash-runs must not be negative")
+	case o.failoverRuns == 0 && len(o.subscribers) == 0:
+		return o, errors.New("nothing to measure: -subscribers 0 and -failover-runs 0")
 	case o.writes < 1:
 		return o, errors.New("-writes must be at least 1")
 	case o.warmup < 0:
@@ -109,25 +126,44 @@ func run(opts options) error {
 	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
 	defer cancel()
 
+	explain := func(err error) error {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return fmt.Errorf("%w (the whole run is bounded by -timeout %v)", err, opts.timeout)
+		case ctx.Err() != nil:
+			return fmt.Errorf("%w (interrupted)", err)
+		}
+		return err
+	}
 	var results []result
 	for _, n := range opts.subscribers {
 		r, err := benchOne(ctx, opts, n)
 		if err != nil {
-			switch {
-			case errors.Is(ctx.Err(), context.DeadlineExceeded):
-				err = fmt.Errorf("%w (the whole run is bounded by -timeout %v)", err, opts.timeout)
-			case ctx.Err() != nil:
-				err = fmt.Errorf("%w (interrupted)", err)
-			}
-			return fmt.Errorf("%d subscribers: %w", n, err)
+			return fmt.Errorf("%d subscribers: %w", n, explain(err))
 		}
 		results = append(results, r)
 	}
-	if err := printTable(os.Stdout, opts, results); err != nil {
-		return err
+	if len(results) > 0 {
+		if err := printTable(os.Stdout, opts, results); err != nil {
+			return err
+		}
+	}
+	var failover *jsonFailover
+	if opts.failoverRuns > 0 {
+		fr, err := benchFailover(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("failover: %w", explain(err))
+		}
+		if len(results) > 0 {
+			fmt.Println()
+		}
+		if err := printFailoverTable(os.Stdout, fr); err != nil {
+			return err
+		}
+		failover = fr.json()
 	}
 	if opts.jsonPath != "" {
-		if err := writeJSON(opts.jsonPath, opts, results); err != nil {
+		if err := writeJSON(opts.jsonPath, opts, results, failover); err != nil {
 			return err
 		}
 	}
@@ -138,7 +174,7 @@ func run(opts options) error {
 // figures are not blurred by what an earlier round left on the server's heap.
 func benchOne(ctx context.Context, opts options, n int) (res result, err error) {
 	progress("%d subscribers: starting %s server", n, opts.binary)
-	srv, err := startServer(ctx, opts.binary, opts.logDir, n)
+	srv, err := startServer(ctx, opts.binary, opts.logDir, strconv.Itoa(n))
 	if err != nil {
 		return res, err
 	}

@@ -30,14 +30,20 @@ func (r result) rssPerSubscriber() float64 {
 // percentile returns the nearest-rank p-th percentile (0 < p ≤ 100) of the
 // durations pick selects from samples.
 func percentile(samples []sample, p float64, pick func(sample) time.Duration) time.Duration {
-	if len(samples) == 0 {
-		return 0
-	}
 	ds := make([]time.Duration, len(samples))
 	for i, s := range samples {
 		ds[i] = pick(s)
 	}
-	slices.Sort(ds)
+	return nearestRank(ds, p)
+}
+
+// nearestRank returns the nearest-rank p-th percentile (0 < p ≤ 100) of ds,
+// 0 when ds is empty. ds is left unsorted.
+func nearestRank(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	ds = slices.Sorted(slices.Values(ds))
 	rank := int(math.Ceil(p / 100 * float64(len(ds))))
 	return ds[min(max(rank, 1), len(ds))-1]
 }
@@ -72,9 +78,10 @@ func printTable(w io.Writer, opts options, results []result) error {
 // jsonReport is the -json file: the table's figures plus two that help read
 // them (first subscriber, and the etcd write itself).
 type jsonReport struct {
-	Writes  int          `json:"writes"`
-	Warmup  int          `json:"warmup_writes"`
-	Results []jsonResult `json:"results"`
+	Writes   int           `json:"writes"`
+	Warmup   int           `json:"warmup_writes"`
+	Results  []jsonResult  `json:"results"`
+	Failover *jsonFailover `json:"failover,omitempty"`
 }
 
 type jsonResult struct {
@@ -89,8 +96,8 @@ type jsonResult struct {
 	RSSPerSubscriberBytes float64 `json:"rss_per_subscriber_bytes"`
 }
 
-func writeJSON(path string, opts options, results []result) error {
-	rep := jsonReport{Writes: opts.writes, Warmup: opts.warmup}
+func writeJSON(path string, opts options, results []result, failover *jsonFailover) error {
+	rep := jsonReport{Writes: opts.writes, Warmup: opts.warmup, Failover: failover}
 	for _, r := range results {
 		rep.Results = append(rep.Results, jsonResult{
 			Subscribers:           r.subscribers,

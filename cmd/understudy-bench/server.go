@@ -44,9 +44,9 @@ type serverProc struct {
 }
 
 // startServer starts the binary on free loopback ports and waits until it
-// reports ready. Its output goes to logDir/server-<n>.log when logDir is set,
-// else to a file in the temporary directory (shown when something fails).
-func startServer(ctx context.Context, binary, logDir string, n int) (_ *serverProc, err error) {
+// reports ready. Its output goes to logDir/server-<label>.log when logDir is
+// set, else to a file in the temporary directory (shown when something fails).
+func startServer(ctx context.Context, binary, logDir, label string) (_ *serverProc, err error) {
 	dir, err := os.MkdirTemp("", "understudy-bench-")
 	if err != nil {
 		return nil, err
@@ -71,7 +71,7 @@ func startServer(ctx context.Context, binary, logDir string, n int) (_ *serverPr
 			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("-server-log-dir: %w", err)
 		}
-		p.logPath = filepath.Join(logDir, fmt.Sprintf("server-%d.log", n))
+		p.logPath = filepath.Join(logDir, "server-"+label+".log")
 	}
 	logFile, err := os.Create(p.logPath)
 	if err != nil {

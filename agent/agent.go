@@ -240,6 +240,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.serve(ctx, lease)
 		lease = nil
 	}
+	// A graceful stop demoted every primary role; a restart must not resume
+	// the lease and act on keys its demote hooks already gave up.
+	a.forgetLease()
 	return nil
 }
 

@@ -39,6 +39,7 @@ type nodeOpts struct {
 	tags      []string
 	hookLog   string // shared, timestamped hook log
 	promote   []string
+	demote    []string // replaces the demote hook, e.g. {"true"} so a stop looks like a crash to the service
 	stateFile string
 	svc       *demoservice.Service
 }
@@ -72,6 +73,9 @@ func startNode(t *testing.T, name, zone string, o nodeOpts) *node {
 	}
 	if o.promote != nil {
 		sc.Hooks.Promote = o.promote
+	}
+	if o.demote != nil {
+		sc.Hooks.Demote = o.demote
 	}
 	if o.freshness != "" {
 		sc.Freshness = []string{"echo", o.freshness}

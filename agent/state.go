@@ -57,3 +57,13 @@ func (a *Agent) saveLease(l *Lease) {
 	}
 	a.log.Warn("agent: cannot write state_file; a restart will not resume the lease", "path", a.cfg.StateFile)
 }
+
+// forgetLease removes the state file after a graceful stop.
+func (a *Agent) forgetLease() {
+	if a.cfg.StateFile == "" {
+		return
+	}
+	if err := os.Remove(a.cfg.StateFile); err != nil && !os.IsNotExist(err) {
+		a.log.Warn("agent: cannot remove state_file", "path", a.cfg.StateFile, "err", err)
+	}
+}

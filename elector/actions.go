@@ -67,7 +67,7 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 	if err != nil {
 		e.log.Warn("elector: promote hook failed; resigning and staying standby", "epoch", epoch, "err", err)
 		e.event(pb.EventKind_EVENT_KIND_PROMOTE_FAILED, epoch, err.Error())
-		dctx, cancel := e.hookContext(ctx, 0)
+		dctx, cancel := e.hookContext(ctx, noDeadline)
 		t.Role, t.Reason = "standby", "promote failed"
 		_ = e.cfg.Hooks.Demote(dctx, t)
 		cancel()
@@ -83,15 +83,19 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 		// The switchover is done: clear the request, keep the pause flag.
 		ops = append(ops, clientv3.OpPut(registry.ControlKey(e.cfg.Service), registry.MustEncode(&pb.Control{Paused: c.GetPaused()})))
 	}
+	// The record must be written while a demotion still fits before the
+	// lease deadline: past deadline − margin this host may no longer act.
 	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	wctx, cancel2 := context.WithDeadline(wctx, e.lease.Deadline().Add(-e.fenceMargin()))
 	resp, err := e.cfg.Client.Txn(wctx).
 		If(clientv3.Compare(clientv3.CreateRevision(lkey), "=", epoch)).
 		Then(ops...).Commit()
+	cancel2()
 	cancel()
 	if err != nil || !resp.Succeeded {
 		e.log.Warn("elector: could not record the promotion; demoting", "epoch", epoch, "err", err)
 		e.fenced = epoch
-		dctx, cancel := e.hookContext(ctx, 0)
+		dctx, cancel := e.hookContext(ctx, noDeadline)
 		t.Role, t.Reason = "standby", "promotion not recorded"
 		_ = e.cfg.Hooks.Demote(dctx, t)
 		cancel()
@@ -126,7 +130,10 @@ func (e *Elector) demote(ctx context.Context, reason string, kind pb.EventKind) 
 	epoch := e.epoch.Load()
 	e.acting.Store(false)
 	e.log.Info("elector: demoting", "epoch", epoch, "reason", reason)
-	hctx, cancel := e.hookContext(ctx, 0)
+	// A demotion is never cut short by the lease deadline: a late demote
+	// is still better than a service left half-demoted. The fence margin is
+	// what gives it time to finish first.
+	hctx, cancel := e.hookContext(ctx, noDeadline)
 	err := e.cfg.Hooks.Demote(hctx, Transition{Service: e.cfg.Service, Host: e.cfg.Host, Role: "standby", Epoch: epoch, Reason: reason})
 	cancel()
 	if err != nil {
@@ -160,13 +167,20 @@ func (e *Elector) deleteKeys(ctx context.Context, epoch int64) error {
 	return err
 }
 
-// hookContext bounds a hook by the hook timeout and by the lease deadline:
-// past it another host may be promoted, so nothing may still be acting.
+// hookContext bounds a hook by the hook timeout and by the lease deadline
+// less slack: past the deadline another host may be promoted, so a
+// promotion must not still be under way.
+// noDeadline, as hookContext's slack, bounds a hook by the hook timeout only.
+const noDeadline = time.Duration(-1)
+
 func (e *Elector) hookContext(ctx context.Context, slack time.Duration) (context.Context, context.CancelFunc) {
 	if ctx.Err() != nil {
 		ctx = context.Background() // a graceful stop still runs its hooks
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.HookTimeout)
+	if slack == noDeadline {
+		return ctx, cancel
+	}
 	dctx, cancel2 := context.WithDeadline(ctx, e.lease.Deadline().Add(-slack))
 	return dctx, func() { cancel2(); cancel() }
 }

@@ -1,21 +1,24 @@
 package servertest
 
 import (
-	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 )
 
-// Proxy forwards TCP connections to a target. Blackhole makes it drop all
-// bytes in both directions while keeping connections open, the way a network
-// partition looks to both ends: nothing arrives, nothing fails fast.
+// Proxy forwards TCP connections to a target. Blackhole cuts them off the
+// way a network partition does: connections stay open, nothing is delivered
+// in either direction and nothing fails fast; on Heal what was sent
+// meanwhile arrives late, as TCP retransmission would deliver it, unless an
+// end gave up on the connection first. (Dropping bytes from the middle of a
+// stream instead would desynchronise HTTP/2 for good, which no real network
+// does.)
 type Proxy struct {
 	ln     net.Listener
 	target string
-	black  atomic.Bool
 	mu     sync.Mutex
+	cond   *sync.Cond
+	black  bool
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
@@ -29,6 +32,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("proxy listen: %v", err)
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.cond = sync.NewCond(&p.mu)
 	p.wg.Go(p.accept)
 	t.Cleanup(p.Close)
 	return p
@@ -40,11 +44,18 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // URL is http://Addr, for etcd endpoints.
 func (p *Proxy) URL() string { return "http://" + p.Addr() }
 
-// Blackhole starts dropping all traffic.
-func (p *Proxy) Blackhole() { p.black.Store(true) }
+// Blackhole stops delivering traffic in both directions.
+func (p *Proxy) Blackhole() { p.set(true) }
 
-// Heal forwards traffic again.
-func (p *Proxy) Heal() { p.black.Store(false) }
+// Heal delivers what was held back and forwards traffic again.
+func (p *Proxy) Heal() { p.set(false) }
+
+func (p *Proxy) set(black bool) {
+	p.mu.Lock()
+	p.black = black
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
 
 // Close stops the proxy and every connection through it.
 func (p *Proxy) Close() {
@@ -53,15 +64,30 @@ func (p *Proxy) Close() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+	p.conns = nil
+	p.black = false
+	p.cond.Broadcast()
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// waitDeliverable blocks while the proxy is blackholed; false once closed.
+func (p *Proxy) waitDeliverable() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.black && p.conns != nil {
+		p.cond.Wait()
+	}
+	return p.conns != nil
 }
 
 func (p *Proxy) track(c net.Conn, add bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !add {
-		delete(p.conns, c)
+		if p.conns != nil {
+			delete(p.conns, c)
+		}
 		return true
 	}
 	if p.conns == nil {
@@ -82,14 +108,17 @@ func (p *Proxy) accept() {
 			_ = in.Close()
 			continue
 		}
-		p.track(in, true)
-		p.track(out, true)
+		if !p.track(in, true) || !p.track(out, true) {
+			_ = in.Close()
+			_ = out.Close()
+			return
+		}
 		p.wg.Go(func() { p.pump(out, in) })
 		p.wg.Go(func() { p.pump(in, out) })
 	}
 }
 
-// pump copies src to dst, dropping bytes while blackholed; when either side
+// pump copies src to dst, holding bytes while blackholed; when either side
 // closes it closes both.
 func (p *Proxy) pump(dst, src net.Conn) {
 	defer func() {
@@ -101,15 +130,15 @@ func (p *Proxy) pump(dst, src net.Conn) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !p.black.Load() {
+		if n > 0 {
+			if !p.waitDeliverable() {
+				return
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
 			return
 		}
 	}

@@ -87,21 +87,10 @@ nothing.`,
 		Example: "  understudy pause postgres",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			service, err := serviceArg(a)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-			defer cancel()
-			err = firstAnswer(ctx, addrs, func(ctx context.Context, cli pb.RegistryServiceClient) error {
+			return serviceRequest(cmd, addrs, a, func(ctx context.Context, cli pb.RegistryServiceClient, service string) (string, error) {
 				_, err := cli.Pause(ctx, &pb.PauseRequest{Service: service})
-				return err
+				return fmt.Sprintf("%s paused: no automatic failover until \"understudy resume %s\"", service, service), err
 			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s paused: no automatic failover until \"understudy resume %s\"\n", service, service)
-			return nil
 		},
 	}
 	registryFlag(cmd, &addrs)
@@ -116,21 +105,10 @@ func newResumeCmd() *cobra.Command {
 		Example: "  understudy resume postgres",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			service, err := serviceArg(a)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-			defer cancel()
-			err = firstAnswer(ctx, addrs, func(ctx context.Context, cli pb.RegistryServiceClient) error {
+			return serviceRequest(cmd, addrs, a, func(ctx context.Context, cli pb.RegistryServiceClient, service string) (string, error) {
 				_, err := cli.Resume(ctx, &pb.ResumeRequest{Service: service})
-				return err
+				return fmt.Sprintf("%s resumed: automatic failover is on", service), err
 			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s resumed: automatic failover is on\n", service)
-			return nil
 		},
 	}
 	registryFlag(cmd, &addrs)
@@ -196,4 +174,26 @@ first, one per line: time, kind, host, epoch and reason.`, retention()),
 func retention() string {
 	days := int(eventlog.Retention / (24 * time.Hour))
 	return fmt.Sprintf("%d days", days)
+}
+
+// serviceRequest sends one request about the service named by the command's
+// argument to the first registry that answers, and prints what it reports.
+func serviceRequest(cmd *cobra.Command, addrs, a []string, call func(context.Context, pb.RegistryServiceClient, string) (string, error)) error {
+	service, err := serviceArg(a)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	var done string
+	err = firstAnswer(ctx, addrs, func(ctx context.Context, cli pb.RegistryServiceClient) error {
+		var err error
+		done, err = call(ctx, cli, service)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, _ = fmt.Fprintln(cmd.OutOrStdout(), done)
+	return nil
 }

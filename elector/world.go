@@ -136,7 +136,13 @@ func (w *world) switchover(now time.Time, maxAge time.Duration) (from, to string
 	if now.Sub(c.GetRequestedAt().AsTime()) > maxAge {
 		return "", "", false
 	}
-	return c.GetSwitchoverFrom(), c.GetSwitchoverTo(), true
+	// The request is about one handover: it is moot once anyone but its
+	// primary holds or last held the role, even if nobody cleared it.
+	from = c.GetSwitchoverFrom()
+	if w.leader != nil && w.leader.GetHost() != from || w.leader == nil && w.gone.host != from {
+		return "", "", false
+	}
+	return from, c.GetSwitchoverTo(), true
 }
 
 // candidates lists every registered instance for ranking, with self's

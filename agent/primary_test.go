@@ -200,12 +200,17 @@ func assertNoOverlap(t *testing.T, spans []hookSpan) {
 func TestCheckFailureHandsOverToBestStandby(t *testing.T) {
 	c := servertest.StartCluster(t, 3)
 	log := filepath.Join(t.TempDir(), "hooks.log")
-	var nodes []*node
-	for i, prio := range []int32{3, 2, 1} {
-		nodes = append(nodes, startNode(t, fmt.Sprintf("h%d", i+1), c.Zones[i], nodeOpts{ttl: 5 * time.Second, endpoints: c.Endpoints(), priority: prio, hookLog: log}))
-	}
+	// h1 starts alone so it is the first primary: whoever registers first
+	// wins a free role, whatever its rank.
 	w := servertest.Watch(t, c.Registry(t, 0), &pb.WatchRequest{Services: []string{"db"}})
-	v := w.WaitView("db", 10*time.Second, "h1 primary", primaryIs("h1")).View
+	nodes := []*node{startNode(t, "h1", c.Zones[0], nodeOpts{ttl: 5 * time.Second, endpoints: c.Endpoints(), priority: 3, hookLog: log})}
+	w.WaitView("db", 10*time.Second, "h1 primary", primaryIs("h1"))
+	for i, prio := range []int32{2, 1} {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("h%d", i+2), c.Zones[i+1], nodeOpts{ttl: 5 * time.Second, endpoints: c.Endpoints(), priority: prio, hookLog: log}))
+	}
+	v := w.WaitView("db", 10*time.Second, "h1 primary with two standbys", func(v *pb.View) bool {
+		return primaryIs("h1")(v) && len(v.GetInstances()) == 3
+	}).View
 	for _, in := range v.GetInstances() {
 		want := pb.Role_ROLE_STANDBY
 		if in.GetHost() == "h1" {
@@ -245,12 +250,11 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	c := servertest.StartCluster(t, 3)
 	const ttl = 10 * time.Second
 	log := filepath.Join(t.TempDir(), "hooks.log")
-	var nodes []*node
-	for i, prio := range []int32{3, 2} {
-		nodes = append(nodes, startNode(t, fmt.Sprintf("h%d", i+1), c.Zones[i], nodeOpts{ttl: ttl, endpoints: c.Endpoints(), priority: prio, hookLog: log}))
-	}
 	w := servertest.Watch(t, c.Registry(t, 0), &pb.WatchRequest{Services: []string{"db"}})
+	nodes := []*node{startNode(t, "h1", c.Zones[0], nodeOpts{ttl: ttl, endpoints: c.Endpoints(), priority: 3, hookLog: log})}
 	w.WaitView("db", 10*time.Second, "h1 primary", primaryIs("h1"))
+	nodes = append(nodes, startNode(t, "h2", c.Zones[1], nodeOpts{ttl: ttl, endpoints: c.Endpoints(), priority: 2, hookLog: log}))
+	w.WaitView("db", 10*time.Second, "h2 standby", func(v *pb.View) bool { return servertest.Instance(v, "h2") != nil })
 	start := time.Now()
 	nodes[0].stop()
 	got := w.WaitView("db", ttl/2, "h2 primary", primaryIs("h2"))

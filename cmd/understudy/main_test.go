@@ -57,6 +57,14 @@ func TestBadInputExitsTwoNamingTheField(t *testing.T) {
 		{"bad events service", []string{"events", "a b"}, "SERVICE"},
 		{"negative events limit", []string{"events", "pg", "--limit", "-1"}, "--limit"},
 		{"events limit not a number", []string{"events", "pg", "--limit", "many"}, "--limit"},
+		{"render needs a template", []string{"render", "--out", "x.yaml"}, "--template"},
+		{"render needs an output", []string{"render", "--template", writeConfig(t, "ok")}, "--out"},
+		{"render takes no arguments", []string{"render", "extra"}, "extra"},
+		{"render template does not parse", []string{"render", "--template", writeConfig(t, "{{ members "), "--out", "x.yaml"}, "agent.yaml:1"},
+		{"render unknown helper", []string{"render", "--template", writeConfig(t, `{{ leader "pg" }}`), "--out", "x.yaml"}, `"leader" not defined`},
+		{"render missing template", []string{"render", "--template", "/nonexistent/t.tmpl", "--out", "x.yaml"}, "no such file"},
+		{"render negative debounce", []string{"render", "--template", writeConfig(t, "ok"), "--out", "x.yaml", "--debounce", "-1s"}, "debounce"},
+		{"render debounce not a duration", []string{"render", "--template", writeConfig(t, "ok"), "--out", "x.yaml", "--debounce", "soon"}, "--debounce"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
 	"github.com/understudy-dev/understudy/registry"
+	"github.com/understudy-dev/understudy/registry/feed"
 )
 
 func newWatchCmd() *cobra.Command {
@@ -47,7 +48,6 @@ address and resumes from the last revision it printed.`,
 
 // watch follows the registry until ctx is done, moving between servers.
 func watch(ctx context.Context, out io.Writer, addrs, services []string, jsonOut bool) error {
-	var rev int64
 	print := func(v *pb.View) {
 		if jsonOut {
 			b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(v)
@@ -56,38 +56,14 @@ func watch(ctx context.Context, out io.Writer, addrs, services []string, jsonOut
 		}
 		fmt.Fprintf(out, "%s %s\n", time.Now().Format("15:04:05.000"), registry.FormatView(v))
 	}
-	for attempt := 0; ctx.Err() == nil; attempt++ {
-		addr := addrs[attempt%len(addrs)]
-		err := watchOnce(ctx, addr, services, &rev, print)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if status.Code(err) == codes.InvalidArgument {
-			return usageError{errors.New(status.Convert(err).Message())}
-		}
-		fmt.Fprintf(os.Stderr, "understudy: registry %s: %s; trying %s\n", addr, status.Convert(err).Message(), addrs[(attempt+1)%len(addrs)])
-		if (attempt+1)%len(addrs) == 0 {
-			sleep(ctx, time.Second) // every server failed: pause before another round
-		}
+	cfg := feed.Config{
+		Addrs:    addrs,
+		Services: services,
+		OnError: func(addr string, err error, next string) {
+			fmt.Fprintf(os.Stderr, "understudy: registry %s: %s; trying %s\n", addr, status.Convert(err).Message(), next)
+		},
 	}
-	return nil
-}
-
-func watchOnce(ctx context.Context, addr string, services []string, rev *int64, print func(*pb.View)) error {
-	conn, cli, err := dial(addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	stream, err := cli.Watch(ctx, &pb.WatchRequest{Services: services, FromRevision: *rev})
-	if err != nil {
-		return err
-	}
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return err
-		}
+	err := feed.Follow(ctx, cfg, func(m *pb.WatchResponse) {
 		if m.GetSnapshot() {
 			seen := map[string]bool{}
 			for _, v := range m.GetViews() {
@@ -102,13 +78,9 @@ func watchOnce(ctx context.Context, addr string, services []string, rev *int64, 
 		for _, v := range m.GetViews() {
 			print(v)
 		}
-		*rev = max(*rev, m.GetRevision())
+	})
+	if status.Code(err) == codes.InvalidArgument {
+		return usageError{errors.New(status.Convert(err).Message())}
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
+	return err
 }

@@ -232,18 +232,6 @@ func hooksOf(lines []hookLine, hook, host string) []hookLine {
 	return out
 }
 
-// waitFor polls cond every 10ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A switchover naming a target hands the role to that target, not to the
 // better-ranked standby; the new primary clears the request.
 func TestSwitchoverToTarget(t *testing.T) {
@@ -499,7 +487,7 @@ func TestFailingPromoteHookPassesTheRoleOn(t *testing.T) {
 // waitEvent waits until the history of "db" holds an event of kind by host.
 func waitEvent(t *testing.T, cli *clientv3.Client, kind pb.EventKind, host string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("a %v event of %s", kind, host), func() bool {
+	servertest.WaitUntil(t, 5*time.Second, fmt.Sprintf("a %v event of %s", kind, host), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, registry.EventsPrefix("db"), clientv3.WithPrefix())
@@ -567,7 +555,7 @@ func TestRestartWithinTTLKeepsRole(t *testing.T) {
 	h1b := startNode(t, "h1", r.c.Zones[0], nodeOpts{
 		ttl: ttl, endpoints: r.c.Endpoints(), priority: 3, hookLog: r.log, stateFile: state, svc: h1.svc,
 	})
-	waitFor(t, 5*time.Second, "restarted h1 acting", func() bool { return h1b.agent.Acting("db") })
+	servertest.WaitUntil(t, 5*time.Second, "restarted h1 acting", func() bool { return h1b.agent.Acting("db") })
 	if got := h1b.endpoint(t, "/primary/db"); got != http.StatusOK {
 		t.Errorf("restarted h1 /primary/db = %d, want 200", got)
 	}

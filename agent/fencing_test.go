@@ -254,7 +254,7 @@ func TestFencingAcrossMixedFailovers(t *testing.T) {
 		// The view can show the primary record a moment before its writer
 		// hears back from etcd; a fault in that moment is the separate case
 		// of TestPromoteRecordTimeoutStillDemotes.
-		waitFor(t, 5*time.Second, old+" acting", func() bool { return s.node().agent.Acting("db") })
+		servertest.WaitUntil(t, 5*time.Second, old+" acting", func() bool { return s.node().agent.Acting("db") })
 		newPrimary := func(v *pb.View) bool {
 			p := v.GetPrimary()
 			return v.GetStatus() == pb.Status_STATUS_READ_WRITE && p.GetHost() != old && p.GetEpoch() > oldEpoch
@@ -367,7 +367,7 @@ func TestPromoteRecordTimeoutStillDemotes(t *testing.T) {
 	h1, h2 := nodes[0], nodes[1]
 
 	h1.svc.Fail()
-	waitFor(t, 5*time.Second, "h2's promote hook to start", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "h2's promote hook to start", func() bool {
 		_, err := os.Stat(started)
 		return err == nil
 	})

@@ -216,7 +216,7 @@ func TestCheckFailureHandsOverToBestStandby(t *testing.T) {
 		if in.GetHost() == "h1" {
 			want = pb.Role_ROLE_PRIMARY
 		}
-		if in.GetRole() != want && in.GetRole() != pb.Role_ROLE_UNSPECIFIED { // roles come with the server side
+		if in.GetRole() != want {
 			t.Errorf("%s role %v, want %v", in.GetHost(), in.GetRole(), want)
 		}
 	}

@@ -99,7 +99,7 @@ func TestSwitchesServerWhenItStops(t *testing.T) {
 	seedDB(t, c)
 	cl := newClient(t, client.Config{Addrs: grpcAddrs(c)})
 	waitReady(t, cl, 10*time.Second)
-	waitFor(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
 	old := cl.Status().Server
 	idx := slices.Index(grpcAddrs(c), old)
 	if idx < 0 {
@@ -138,7 +138,7 @@ func TestSwitchesServerWhenItStops(t *testing.T) {
 	start := time.Now()
 	c.Stop(idx)
 	stopTook := time.Since(start)
-	waitFor(t, 5*time.Second, "client on another server", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "client on another server", func() bool {
 		s := cl.Status().Server
 		return s != "" && s != old
 	})
@@ -171,7 +171,7 @@ func TestSwitchesServerWhenItStops(t *testing.T) {
 	if err := putPrimary(c.Client(t), "db", "h2", "10.0.0.2:5432", 9); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "h2 primary seen through the new server", func() bool { return dbIntact(cl, "h2") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "h2 primary seen through the new server", func() bool { return dbIntact(cl, "h2") == "" })
 }
 
 // A client started while no server is up returns at once, reports clearly
@@ -225,11 +225,11 @@ func TestStartsWhileAllServersDownAndKeepsStaleViews(t *testing.T) {
 	}
 	waitReady(t, cl, 10*time.Second)
 	t.Logf("ready %v after the server came up", time.Since(up).Round(time.Millisecond))
-	waitFor(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
 
 	// Its only server goes away: the views stay, marked stale.
 	srv.Close()
-	waitFor(t, 5*time.Second, "views marked stale", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "views marked stale", func() bool {
 		v, _ := cl.View("db")
 		return v.GetStale()
 	})
@@ -254,7 +254,7 @@ func TestStartsWhileAllServersDownAndKeepsStaleViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	waitFor(t, 10*time.Second, "stale mark cleared", func() bool {
+	servertest.WaitUntil(t, 10*time.Second, "stale mark cleared", func() bool {
 		v, _ := cl.View("db")
 		return v != nil && !v.GetStale()
 	})
@@ -275,14 +275,14 @@ func TestLeavesSilentServer(t *testing.T) {
 		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 	})
 	waitReady(t, cl, 10*time.Second)
-	waitFor(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
 	if s := cl.Status().Server; s != proxy.Addr() {
 		t.Fatalf("client watches %s, want the first address %s", s, proxy.Addr())
 	}
 	start := time.Now()
 	proxy.Blackhole()
 	defer proxy.Heal()
-	waitFor(t, 5*time.Second, "client on the other server", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "client on the other server", func() bool {
 		return cl.Status().Server == c.Servers[1].GRPCAddr()
 	})
 	st := cl.Status()
@@ -303,7 +303,7 @@ func TestQuorumLostKeepsViewsStale(t *testing.T) {
 		ProbeInterval: 100 * time.Millisecond, StaleSwitchAfter: 300 * time.Millisecond,
 	})
 	waitReady(t, cl, 10*time.Second)
-	waitFor(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "db with h1 primary", func() bool { return dbIntact(cl, "h1") == "" })
 
 	var (
 		stop     = make(chan struct{})
@@ -325,7 +325,7 @@ func TestQuorumLostKeepsViewsStale(t *testing.T) {
 	c.Stop(1)
 	c.Stop(2)
 	start := time.Now()
-	waitFor(t, 15*time.Second, "the stale views of server 0", func() bool {
+	servertest.WaitUntil(t, 15*time.Second, "the stale views of server 0", func() bool {
 		v, _ := cl.View("db")
 		return v.GetStale() && cl.Status().Server == c.Servers[0].GRPCAddr()
 	})
@@ -379,7 +379,7 @@ func TestWatchLatestValueWins(t *testing.T) {
 		}
 	}
 	last := "10.0.1.49:5432"
-	waitFor(t, 5*time.Second, "last change in the cache", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "last change in the cache", func() bool {
 		v, _ := cl.View("db")
 		return len(v.GetInstances()) == 2 && v.GetInstances()[1].GetAddress() == last
 	})
@@ -414,7 +414,7 @@ func TestServicesFilter(t *testing.T) {
 	}
 	cl := newClient(t, client.Config{Addrs: grpcAddrs(c), Services: []string{"db"}})
 	waitReady(t, cl, 10*time.Second)
-	waitFor(t, 5*time.Second, "db", func() bool { return dbIntact(cl, "h1") == "" })
+	servertest.WaitUntil(t, 5*time.Second, "db", func() bool { return dbIntact(cl, "h1") == "" })
 	if _, ok := cl.View("cache"); ok {
 		t.Error("a client limited to db caches cache")
 	}

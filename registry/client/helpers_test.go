@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -111,17 +110,4 @@ func putRecord(cli *clientv3.Client, key string, m proto.Message) error {
 	defer cancel()
 	_, err = cli.Put(ctx, key, string(b))
 	return err
-}
-
-// waitFor polls cond every 5ms until it holds, failing the test after
-// timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

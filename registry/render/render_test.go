@@ -122,7 +122,7 @@ func (f *fixture) applied() {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	waitFor(f.t, 10*time.Second, "the registry to apply every write", func() error {
+	servertest.WaitFor(f.t, 10*time.Second, "the registry to apply every write", func() error {
 		if _, rev := f.c.Servers[0].Hub().Views(); rev < resp.Header.Revision {
 			return fmt.Errorf("at revision %d of %d", rev, resp.Header.Revision)
 		}
@@ -164,7 +164,7 @@ func (f *fixture) execRuns() int {
 // waitFile waits until Out holds want.
 func (f *fixture) waitFile(want string) {
 	f.t.Helper()
-	waitFor(f.t, 10*time.Second, fmt.Sprintf("%s to hold %q", f.out, want), func() error {
+	servertest.WaitFor(f.t, 10*time.Second, fmt.Sprintf("%s to hold %q", f.out, want), func() error {
 		got, err := os.ReadFile(f.out)
 		if err != nil {
 			return err
@@ -179,7 +179,7 @@ func (f *fixture) waitFile(want string) {
 // waitExecRuns waits until the exec command ran n times.
 func (f *fixture) waitExecRuns(n int) {
 	f.t.Helper()
-	waitFor(f.t, 10*time.Second, fmt.Sprintf("exec to run %d times", n), func() error {
+	servertest.WaitFor(f.t, 10*time.Second, fmt.Sprintf("exec to run %d times", n), func() error {
 		if got := f.execRuns(); got != n {
 			return fmt.Errorf("ran %d times", got)
 		}
@@ -535,28 +535,13 @@ func (l *logRecorder) reset() {
 func (l *logRecorder) wait(t *testing.T, what, msg string, rev int64) map[string]string {
 	t.Helper()
 	var found []map[string]string
-	waitFor(t, 10*time.Second, what, func() error {
+	servertest.WaitFor(t, 10*time.Second, what, func() error {
 		if found = l.find(msg, rev); len(found) == 0 {
 			return fmt.Errorf("no %q logged at revision ≥ %d", msg, rev)
 		}
 		return nil
 	})
 	return found[0]
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // A reload command that fails or hangs is logged with its output and

@@ -219,7 +219,7 @@ func TestGRPCServiceFollowsTwentyFailovers(t *testing.T) {
 	steady := func(what string) string {
 		t.Helper()
 		var primary string
-		waitFor(t, 10*time.Second, what+": all passing with a primary", func() bool {
+		servertest.WaitUntil(t, 10*time.Second, what+": all passing with a primary", func() bool {
 			v, _ := rc.View("db")
 			primary = v.GetPrimary().GetHost()
 			return len(rc.Members("db")) == len(backends) && primary != "" && !v.GetStale() &&
@@ -237,7 +237,7 @@ func TestGRPCServiceFollowsTwentyFailovers(t *testing.T) {
 
 	cur := steady("start")
 	start := time.Now()
-	waitFor(t, 10*time.Second, "first call answered by "+cur, func() bool { _, ok := cl.answeredBy(start, cur); return ok })
+	servertest.WaitUntil(t, 10*time.Second, "first call answered by "+cur, func() bool { _, ok := cl.answeredBy(start, cur); return ok })
 
 	var rows []failoverRow
 	for i := range failovers {
@@ -262,7 +262,7 @@ func TestGRPCServiceFollowsTwentyFailovers(t *testing.T) {
 			row.kind = "check fails"
 			byName[cur].fail()
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("failover %d: a new primary", i+1), func() bool {
+		servertest.WaitUntil(t, 10*time.Second, fmt.Sprintf("failover %d: a new primary", i+1), func() bool {
 			p, ok := rc.Primary("db")
 			if ok && p.GetHost() != cur {
 				row.to = p.GetHost()
@@ -289,7 +289,7 @@ func TestGRPCServiceFollowsTwentyFailovers(t *testing.T) {
 				i+1, row.kind, row.from, row.to, row.viewAfter, ctl, err, evErr, strings.Join(lines, "\n"))
 		}
 		var okAt time.Time
-		waitFor(t, 10*time.Second, fmt.Sprintf("failover %d: a call answered by %s", i+1, row.to), func() bool {
+		servertest.WaitUntil(t, 10*time.Second, fmt.Sprintf("failover %d: a call answered by %s", i+1, row.to), func() bool {
 			var ok bool
 			okAt, ok = cl.answeredBy(t0, row.to)
 			return ok

@@ -150,18 +150,6 @@ func (r *recorder) errors() []error {
 	return slices.Clone(r.errs)
 }
 
-// waitFor polls cond every 5ms until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func must(t *testing.T, errs ...error) {
 	t.Helper()
 	for _, err := range errs {

@@ -110,7 +110,7 @@ func TestReportsUnreachableRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	waitFor(t, 5*time.Second, "an error reported", func() bool { return len(rec.errors()) > 0 })
+	servertest.WaitUntil(t, 5*time.Second, "an error reported", func() bool { return len(rec.errors()) > 0 })
 	err = rec.errors()[0]
 	t.Logf("reported: %v", err)
 	if !errors.Is(err, client.ErrNoServer) || !strings.Contains(err.Error(), addr) {
@@ -120,7 +120,7 @@ func TestReportsUnreachableRegistry(t *testing.T) {
 		t.Error("a state was reported without any view")
 	}
 	c.Close()
-	waitFor(t, 5*time.Second, "ErrClosed reported", func() bool {
+	servertest.WaitUntil(t, 5*time.Second, "ErrClosed reported", func() bool {
 		errs := rec.errors()
 		return errors.Is(errs[len(errs)-1], client.ErrClosed)
 	})

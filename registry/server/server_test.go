@@ -358,7 +358,7 @@ func TestQuorumLostServesLastViewsAsStale(t *testing.T) {
 	c.Stop(1)
 	c.Stop(2)
 	hub := c.Servers[0].Hub()
-	waitFor(t, 30*time.Second, "server 0 serving stale views", func() error {
+	servertest.WaitFor(t, 30*time.Second, "server 0 serving stale views", func() error {
 		if !hub.Stale() {
 			return errors.New("hub not stale")
 		}
@@ -421,7 +421,7 @@ func TestQuorumLostServesLastViewsAsStale(t *testing.T) {
 	})
 
 	health := healthClient(t, c.Servers[0].GRPCAddr())
-	waitFor(t, 5*time.Second, "gRPC health NOT_SERVING", func() error {
+	servertest.WaitFor(t, 5*time.Second, "gRPC health NOT_SERVING", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: pb.RegistryService_ServiceDesc.ServiceName})
@@ -471,7 +471,7 @@ func TestClusterStatus(t *testing.T) {
 	c := servertest.StartCluster(t, 3)
 	reg := c.Registry(t, 0)
 	var st *pb.ClusterStatusResponse
-	waitFor(t, 15*time.Second, "every member with its zone", func() error {
+	servertest.WaitFor(t, 15*time.Second, "every member with its zone", func() error {
 		var err error
 		if st, err = clusterStatus(t, reg); err != nil {
 			return err
@@ -504,7 +504,7 @@ func TestClusterStatus(t *testing.T) {
 	name := st.GetMembers()[stopped].GetName()
 	c.Stop(stopped)
 	reg = c.Registry(t, ask)
-	waitFor(t, 15*time.Second, name+" unreachable with a quorum left", func() error {
+	servertest.WaitFor(t, 15*time.Second, name+" unreachable with a quorum left", func() error {
 		var err error
 		if st, err = clusterStatus(t, reg); err != nil {
 			return err
@@ -590,27 +590,10 @@ func newHub(t *testing.T, cli *clientv3.Client, cfg server.HubConfig) *server.Hu
 	return hub
 }
 
-// waitFor polls check until it returns nil, failing the test with what and
-// the last error after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitApplied waits until hub's views are complete up to rev.
 func waitApplied(t *testing.T, hub *server.Hub, rev int64) {
 	t.Helper()
-	waitFor(t, 10*time.Second, fmt.Sprintf("hub at revision %d", rev), func() error {
+	servertest.WaitFor(t, 10*time.Second, fmt.Sprintf("hub at revision %d", rev), func() error {
 		if _, got := hub.Views(); got < rev {
 			return fmt.Errorf("hub at revision %d", got)
 		}
@@ -623,7 +606,7 @@ func waitApplied(t *testing.T, hub *server.Hub, rev int64) {
 func waitMessages(t *testing.T, w *servertest.Watcher, n int) []*pb.WatchResponse {
 	t.Helper()
 	var msgs []*pb.WatchResponse
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d watch messages", n), func() error {
+	servertest.WaitFor(t, 10*time.Second, fmt.Sprintf("%d watch messages", n), func() error {
 		if msgs = w.Messages(); len(msgs) >= n {
 			return nil
 		}

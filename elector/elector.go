@@ -87,6 +87,9 @@ type Elector struct {
 	poke   chan struct{}
 	acting atomic.Bool
 	epoch  atomic.Int64
+	// held is the lease of the current Run, readable by Acting from other
+	// goroutines.
+	held atomic.Pointer[Lease]
 
 	// Owned by Run's goroutine.
 	lease       Lease
@@ -120,8 +123,17 @@ func New(cfg Config) *Elector {
 }
 
 // Acting reports whether this host is the acting primary: promoted, primary
-// record written, and not demoted since.
-func (e *Elector) Acting() bool { return e.acting.Load() }
+// record written, not demoted since, and still before its fence point. The
+// fence point is checked here and not only by Run's loop: a process frozen
+// past its lease (SIGSTOP, a paused VM or container) must say no the moment
+// it runs again, before the loop has had a chance to demote.
+func (e *Elector) Acting() bool {
+	if !e.acting.Load() {
+		return false
+	}
+	l := e.held.Load()
+	return l != nil && time.Now().Before(fencePoint(*l, e.cfg.FenceMargin))
+}
 
 // Epoch is the epoch of the current or last term this host held.
 func (e *Elector) Epoch() int64 { return e.epoch.Load() }
@@ -140,6 +152,7 @@ func (e *Elector) Poke() {
 // Run returns ErrLeaseLost). The caller runs it again under a new lease.
 func (e *Elector) Run(ctx context.Context, lease Lease) error {
 	e.lease = lease
+	e.held.Store(&lease)
 	e.w.reset()
 	e.absentSince, e.fenced, e.synced = time.Time{}, 0, false
 
@@ -204,11 +217,20 @@ func (e *Elector) load(ctx context.Context) clientv3.WatchChan {
 		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
 }
 
-func (e *Elector) fenceMargin() time.Duration {
-	if e.cfg.FenceMargin > 0 {
-		return e.cfg.FenceMargin
+func (e *Elector) fenceMargin() time.Duration { return fenceMargin(e.lease, e.cfg.FenceMargin) }
+
+// fenceMargin is how long before its lease's deadline a primary demotes:
+// the configured margin, or a quarter of the TTL (at least 200ms).
+func fenceMargin(l Lease, configured time.Duration) time.Duration {
+	if configured > 0 {
+		return configured
 	}
-	return max(e.lease.TTL()/4, 200*time.Millisecond)
+	return max(l.TTL()/4, 200*time.Millisecond)
+}
+
+// fencePoint is the instant an acting primary under l must stop acting.
+func fencePoint(l Lease, configured time.Duration) time.Time {
+	return l.Deadline().Add(-fenceMargin(l, configured))
 }
 
 // step looks at the world and acts. It returns how long until it should
@@ -278,7 +300,7 @@ func (e *Elector) step(ctx context.Context) time.Duration {
 // stepPrimary keeps or gives up the role of an acting primary.
 func (e *Elector) stepPrimary(ctx context.Context, now time.Time) time.Duration {
 	w := e.w
-	fenceAt := e.lease.Deadline().Add(-e.fenceMargin())
+	fenceAt := fencePoint(e.lease, e.cfg.FenceMargin)
 	if !now.Before(fenceAt) {
 		e.fence()
 		return 0

@@ -138,6 +138,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	s.wg.Go(func() { s.trackHealth(ctx) })
 	if s.member != nil {
 		s.wg.Go(func() { s.recordMember(ctx) })
+		s.wg.Go(func() { s.warnTopology(ctx) })
 	}
 	return s, nil
 }

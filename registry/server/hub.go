@@ -30,7 +30,11 @@ type HubConfig struct {
 	// RetryInterval is the pause between attempts to reach etcd while it is
 	// unreachable. Default 500ms.
 	RetryInterval time.Duration
-	Logger        *slog.Logger
+	// ProbeInterval is how often the hub checks, with a small linearizable
+	// read bounded by ProbeTimeout, that etcd still has a quorum while the
+	// watch is quiet. Defaults 500ms and 1s.
+	ProbeInterval, ProbeTimeout time.Duration
+	Logger                      *slog.Logger
 }
 
 func (c *HubConfig) setDefaults() {
@@ -42,6 +46,12 @@ func (c *HubConfig) setDefaults() {
 	}
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = 500 * time.Millisecond
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 500 * time.Millisecond
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -137,6 +147,9 @@ func (h *Hub) run(ctx context.Context) {
 		err = h.watch(ctx, rev)
 		if ctx.Err() == nil {
 			h.log.Info("registry: etcd watch ended; reading the keyspace again", "err", err)
+			if errors.Is(err, errNoQuorum) {
+				h.refreshStale(ctx) // say so now, not after a read timeout
+			}
 		}
 	}
 }
@@ -167,9 +180,15 @@ func (h *Hub) refreshStale(ctx context.Context) {
 	h.applySnapshot(resp.Kvs, resp.Header.Revision, true)
 }
 
+// errNoQuorum: the quorum probe failed while the watch was open.
+var errNoQuorum = errors.New("etcd quorum probe failed")
+
 func (h *Hub) watch(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+	defer cancel(nil)
+	wg.Go(func() { h.probeQuorum(wctx, cancel) })
 	wch := h.client.Watch(wctx, registry.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
@@ -180,7 +199,33 @@ func (h *Hub) watch(ctx context.Context, rev int64) error {
 		}
 		h.applyEvents(resp.Events, resp.Header.Revision)
 	}
+	if cause := context.Cause(wctx); errors.Is(cause, errNoQuorum) {
+		return cause
+	}
 	return ctx.Err()
+}
+
+// probeQuorum ends the watch when a small linearizable read fails. A member
+// that loses its leader ends require-leader watches only after three
+// election timeouts, and a busy one has been seen to take half a minute,
+// while its clients keep trusting views that are no longer current.
+func (h *Hub) probeQuorum(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(h.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, done := context.WithTimeout(ctx, h.cfg.ProbeTimeout)
+		_, err := h.client.Get(pctx, registry.MembersPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		done()
+		if err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("%w: %w", errNoQuorum, err))
+			return
+		}
+	}
 }
 
 func (h *Hub) applyEvents(events []*clientv3.Event, headerRev int64) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,14 +31,22 @@ func (c *Client) run(ctx context.Context) {
 	defer c.stopWatches()
 	next := 0
 	pause := c.cfg.MinBackoff
-	failed := 0 // attempts in a row that were not long sessions
+	failed := 0  // attempts in a row that were not long sessions
+	seeking := 0 // servers left in a row because they served stale views
 	for ctx.Err() == nil {
 		addr := c.cfg.Addrs[next]
 		next = (next + 1) % len(c.cfg.Addrs)
 		start := time.Now()
-		served, err := c.session(ctx, addr)
+		// Having left a stale server, pass over others that are stale too
+		// (a zone cut off holds several), until every one has been tried.
+		served, err := c.session(ctx, addr, seeking > 0 && seeking < len(c.cfg.Addrs))
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errStaleServer) {
+			seeking++
+		} else {
+			seeking = 0
 		}
 		c.lost(addr, served, err)
 		if served && time.Since(start) >= longSession {
@@ -54,7 +63,9 @@ func (c *Client) run(ctx context.Context) {
 
 // session watches one server. served reports whether the server sent its
 // first message (and the cache was brought up to date from it).
-func (c *Client) session(ctx context.Context, addr string) (served bool, err error) {
+// With skipStale, a server whose first message is a stale snapshot is left
+// at once.
+func (c *Client) session(ctx context.Context, addr string, skipStale bool) (served bool, err error) {
 	conn, err := c.conn(addr)
 	if err != nil {
 		return false, err
@@ -82,6 +93,9 @@ func (c *Client) session(ctx context.Context, addr string) (served bool, err err
 	if !timer.Stop() {
 		return false, context.Cause(sctx)
 	}
+	if skipStale && staleSnapshot(first) {
+		return false, errStaleServer
+	}
 	c.connected(addr, first)
 	if !first.GetSnapshot() {
 		c.refreshServerStale(sctx, cli)
@@ -94,6 +108,12 @@ func (c *Client) session(ctx context.Context, addr string) (served bool, err err
 		}
 		c.apply(m)
 	}
+}
+
+// staleSnapshot reports whether a server's first message says it has no
+// quorum: a stale server always starts with a snapshot of stale views.
+func staleSnapshot(m *pb.WatchResponse) bool {
+	return m.GetSnapshot() && slices.ContainsFunc(m.GetViews(), (*pb.View).GetStale)
 }
 
 // cause prefers the reason the session's context was cancelled, when it

@@ -148,7 +148,10 @@ func (h *Hub) run(ctx context.Context) {
 		if ctx.Err() == nil {
 			h.log.Info("registry: etcd watch ended; reading the keyspace again", "err", err)
 			if errors.Is(err, errNoQuorum) {
-				h.refreshStale(ctx) // say so now, not after a read timeout
+				// Say so now: the read below can take its whole timeout on
+				// a member without a leader.
+				h.setStale()
+				h.refreshStale(ctx)
 			}
 		}
 	}

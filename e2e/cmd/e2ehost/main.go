@@ -1,0 +1,158 @@
+// Command e2ehost is everything an end-to-end test host runs besides
+// understudy itself, in one static binary for an image built FROM scratch:
+//
+//	e2ehost init [--procfile F]     supervise the host's processes (PID 1)
+//	e2ehost kill [--signal S] NAME  crash one supervised process
+//	e2ehost kv --host H ...         the fencing-aware demo database
+//	e2ehost hook --kv URL           promote/demote hook telling kv its role
+//	e2ehost pool --addr A           a pool member answering TCP connections
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/understudy-dev/understudy/agent/demoservice"
+	"github.com/understudy-dev/understudy/e2e/kvdemo"
+	"github.com/understudy-dev/understudy/e2e/supervise"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	cmds := map[string]func([]string) error{"init": initCmd, "kill": killCmd, "kv": kvCmd, "hook": hookCmd, "pool": poolCmd}
+	run, ok := cmds[os.Args[1]]
+	if !ok {
+		usage()
+	}
+	if err := run(os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "e2ehost %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: e2ehost init|kill|kv|hook|pool [flags]")
+	os.Exit(2)
+}
+
+func parse(fs *flag.FlagSet, args []string) {
+	fs.Init(fs.Name(), flag.ExitOnError)
+	_ = fs.Parse(args)
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+const runDir = "/run/e2ehost"
+
+func initCmd(args []string) error {
+	fs := flag.NewFlagSet("init", flag.ExitOnError)
+	procfile := fs.String("procfile", "/etc/understudy/Procfile", "processes to run, one \"name: command\" a line")
+	parse(fs, args)
+	f, err := os.Open(*procfile)
+	if err != nil {
+		return err
+	}
+	procs, err := supervise.ParseProcfile(f)
+	_ = f.Close()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return supervise.Run(ctx, supervise.Config{Procs: procs, RunDir: runDir,
+		RestartDelay: time.Second, StopTimeout: 20 * time.Second, Out: os.Stdout})
+}
+
+func killCmd(args []string) error {
+	fs := flag.NewFlagSet("kill", flag.ExitOnError)
+	sig := fs.Int("signal", int(syscall.SIGKILL), "signal number")
+	parse(fs, args)
+	if fs.NArg() != 1 {
+		return errors.New("want one process name")
+	}
+	return supervise.Kill(runDir, fs.Arg(0), syscall.Signal(*sig))
+}
+
+func kvCmd(args []string) error {
+	fs := flag.NewFlagSet("kv", flag.ExitOnError)
+	var cfg kvdemo.Config
+	fs.StringVar(&cfg.Host, "host", hostname(), "this host's name")
+	fs.StringVar(&cfg.Service, "service", "db", "service name the agent knows this server by")
+	fs.StringVar(&cfg.DataDir, "data", "/data/kv", "directory of the write log")
+	fs.StringVar(&cfg.AgentURL, "agent", "http://127.0.0.1:7422", "local agent's HTTP address, asked before each write")
+	addr := fs.String("addr", ":8080", "listen address")
+	parse(fs, args)
+	s, err := kvdemo.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = s.Close() }()
+	srv := &http.Server{Addr: *addr, Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signalContext()
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	fmt.Printf("kv %s serving on %s, highest epoch %d\n", cfg.Host, *addr, s.State().Highest)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// hookCmd tells the kv server the role the agent's transition gives it.
+func hookCmd(args []string) error {
+	fs := flag.NewFlagSet("hook", flag.ExitOnError)
+	kv := fs.String("kv", "http://127.0.0.1:8080", "kv server's base URL")
+	parse(fs, args)
+	epoch, err := strconv.ParseInt(os.Getenv("UNDERSTUDY_EPOCH"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("UNDERSTUDY_EPOCH: %w", err)
+	}
+	body, _ := json.Marshal(kvdemo.RoleRequest{Role: os.Getenv("UNDERSTUDY_ROLE"), Epoch: epoch})
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Post(*kv+"/role", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("kv answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	fmt.Printf("%s at epoch %d: %s", os.Getenv("UNDERSTUDY_ROLE"), epoch, msg)
+	return nil
+}
+
+func poolCmd(args []string) error {
+	fs := flag.NewFlagSet("pool", flag.ExitOnError)
+	name := fs.String("name", "cache", "greeting name")
+	addr := fs.String("addr", ":11211", "listen address")
+	parse(fs, args)
+	s, err := demoservice.Start(*name, *addr)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Printf("pool %s serving on %s\n", *name, s.Addr())
+	ctx, stop := signalContext()
+	defer stop()
+	<-ctx.Done()
+	return nil
+}

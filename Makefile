@@ -15,7 +15,7 @@ PYCLIENT    := deploy/clients/python
 PYTHON_DEBS := python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 PROTOC_VERSION := 3.21.12
 
-.PHONY: all build test test-python python-deps lint proto proto-python proto-check demo bench etcdctl clean
+.PHONY: all build test test-python python-deps lint proto proto-python proto-check demo bench etcdctl images e2e chaos clean
 
 all: build
 
@@ -85,6 +85,16 @@ images:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o $(BIN)/image/e2ehost ./e2e/cmd/e2ehost
 	docker build -q -t understudy:dev -f deploy/images/understudy.Dockerfile $(BIN)/image
 	docker build -q -t understudy-e2e:dev -f e2e/Dockerfile $(BIN)/image
+
+## e2e: five hosts in three zones as containers (deploy/compose): topology checks and every fault kind once
+e2e: images
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
+
+## chaos: ROUNDS faults in the order SEED gives on the same topology; a table per fault kind, JSON in bin/chaos.json
+ROUNDS ?= 100
+SEED   ?= 0
+chaos: images
+	$(GO) run ./e2e/cmd/understudy-chaos -rounds $(ROUNDS) -seed $(SEED) -json $(BIN)/chaos.json
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,419 @@
+// Package chaos is the chaos runner of the end-to-end suite: on the
+// five-host, three-zone topology of deploy/compose it injects faults in a
+// seeded random order while writers and watchers follow the demo
+// database's primary through the registry, then checks the invariants the
+// design promises and reports failover times per fault kind.
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/understudy-dev/understudy/e2e/cluster"
+	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
+	"github.com/understudy-dev/understudy/registry"
+	"github.com/understudy-dev/understudy/registry/client"
+)
+
+const (
+	dbService   = cluster.DBService
+	poolService = cluster.PoolService
+)
+
+// Config of a chaos run.
+type Config struct {
+	Cluster *cluster.Cluster
+	// Rounds of faults; Seed orders them. Every kind in Kinds comes once
+	// in each block of len(Kinds) rounds.
+	Rounds int
+	Seed   uint64
+	Kinds  []string
+	// TTL of the agents' leases (deploy/compose/agents): faults that last
+	// "past the TTL" are held this long and more.
+	TTL time.Duration
+	// Writers and Watchers following the primary. Defaults 2 and 3.
+	Writers, Watchers int
+	// RecoverWithin bounds each round's wait for a primary; SteadyWithin
+	// the wait for every registration to come back. Defaults 30s and 120s.
+	RecoverWithin, SteadyWithin time.Duration
+	// Logf receives progress lines.
+	Logf func(format string, args ...any)
+	// ClientLog receives the registry clients' logs (default: discarded).
+	ClientLog *slog.Logger
+}
+
+// Runner runs one chaos run on a cluster that is up.
+type Runner struct {
+	cfg      Config
+	writers  []*writer
+	watchers []*watcher
+	status   *client.Client
+	etcd     *clientv3.Client
+}
+
+// round is one fault and the cluster's reaction to it.
+type round struct {
+	n                  int
+	kind, target       string
+	start, injected    time.Time
+	recovered, healed  time.Time
+	primaryBefore      string
+	epochBefore        int64
+	primaryAfter       string
+	epochAfter         int64
+	moved              bool
+	failover, writeGap time.Duration
+	stale, refused     int
+	// leaderHit: the fault took down the etcd leader too, so the survivors
+	// first elect one, and etcd then renews every lease for a full TTL.
+	leaderHit  bool
+	violations []string
+}
+
+// Schedule returns the fault kinds of a run: blocks of every kind, each
+// block shuffled by the seed.
+func Schedule(rounds int, seed uint64, kinds []string) []string {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
+	var out []string
+	for len(out) < rounds {
+		block := slices.Clone(kinds)
+		rng.Shuffle(len(block), func(i, j int) { block[i], block[j] = block[j], block[i] })
+		out = append(out, block...)
+	}
+	return out[:rounds]
+}
+
+func (c *Config) setDefaults() error {
+	if c.Cluster == nil {
+		return errors.New("chaos: no cluster")
+	}
+	if len(c.Kinds) == 0 {
+		c.Kinds = Kinds
+	}
+	for _, k := range c.Kinds {
+		if !slices.Contains(Kinds, k) {
+			return fmt.Errorf("chaos: fault kind %q: want one of %s", k, strings.Join(Kinds, ", "))
+		}
+	}
+	if c.Rounds <= 0 {
+		return fmt.Errorf("chaos: rounds %d: want at least 1", c.Rounds)
+	}
+	if c.TTL <= 0 {
+		c.TTL = 3 * time.Second
+	}
+	if c.Writers <= 0 {
+		c.Writers = 2
+	}
+	if c.Watchers <= 0 {
+		c.Watchers = 3
+	}
+	if c.RecoverWithin <= 0 {
+		c.RecoverWithin = 30 * time.Second
+	}
+	if c.SteadyWithin <= 0 {
+		c.SteadyWithin = 120 * time.Second
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	if c.ClientLog == nil {
+		c.ClientLog = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Run injects cfg.Rounds faults into the running cluster, then checks the
+// invariants over everything recorded. A non-nil error means the run could
+// not be carried out (docker failed, the cluster never became steady);
+// broken invariants are in the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	rn := &Runner{cfg: cfg}
+	var err error
+	if rn.etcd, err = cfg.Cluster.Etcd(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = rn.etcd.Close() }()
+	scfg := client.DefaultConfig(cfg.Cluster.RegistryAddrs()...)
+	scfg.Logger = cfg.ClientLog
+	if rn.status, err = client.NewFromConfig(ctx, scfg); err != nil {
+		return nil, err
+	}
+	defer rn.status.Close()
+
+	wctx, stopWorkload := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopWorkload(); wg.Wait() }()
+	if err := rn.startWorkload(wctx, &wg); err != nil {
+		return nil, err
+	}
+	if err := rn.waitSteady(ctx, "before the first round"); err != nil {
+		return nil, err
+	}
+	startRev, err := rn.revision(ctx)
+	if err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	faults := rn.faults()
+	var rounds []*round
+	for i, kind := range Schedule(cfg.Rounds, cfg.Seed, cfg.Kinds) {
+		r := &round{n: i + 1, kind: kind}
+		if err := rn.runRound(ctx, r, faults[kind]); err != nil {
+			return nil, fmt.Errorf("round %d (%s): %w", r.n, kind, err)
+		}
+		rounds = append(rounds, r)
+		cfg.Logf("round %d %-15s target %-12s primary %s@%d -> %s@%d failover %v write gap %v stale %d violations %d",
+			r.n, r.kind, r.target, r.primaryBefore, r.epochBefore, r.primaryAfter, r.epochAfter,
+			r.failover.Round(time.Millisecond), r.writeGap.Round(time.Millisecond), r.stale, len(r.violations))
+	}
+	// Let the last writes land, then stop the workload before reading logs.
+	time.Sleep(200 * time.Millisecond)
+	stopWorkload()
+	wg.Wait()
+	h, err := rn.collect(ctx, startRev)
+	if err != nil {
+		return nil, err
+	}
+	return rn.report(started, rounds, h), nil
+}
+
+func (rn *Runner) startWorkload(ctx context.Context, wg *sync.WaitGroup) error {
+	addrs := rn.cfg.Cluster.RegistryAddrs()
+	rotate := func(i int) []string { // each client starts on another server
+		i %= len(addrs)
+		return append(slices.Clone(addrs[i:]), addrs[:i]...)
+	}
+	for i := range rn.cfg.Writers {
+		w, err := newWriter(ctx, fmt.Sprintf("writer%d", i+1), rotate(i), rn.cfg.ClientLog)
+		if err != nil {
+			return err
+		}
+		rn.writers = append(rn.writers, w)
+		wg.Go(func() { w.run(ctx) })
+	}
+	for i := range rn.cfg.Watchers {
+		w, err := newWatcher(ctx, fmt.Sprintf("watcher%d", i+1), rotate(i+rn.cfg.Writers), rn.cfg.ClientLog)
+		if err != nil {
+			return err
+		}
+		rn.watchers = append(rn.watchers, w)
+		wg.Go(func() { w.run(ctx) })
+	}
+	return nil
+}
+
+func (rn *Runner) runRound(ctx context.Context, r *round, f fault) error {
+	r.start = time.Now()
+	p, ok := rn.status.Primary(dbService)
+	if !ok {
+		return errors.New("no primary before the fault")
+	}
+	r.primaryBefore, r.epochBefore = p.GetHost(), p.GetEpoch()
+	staleBefore, refusedBefore := rn.refusals()
+	leader, _ := rn.cfg.Cluster.EtcdLeader(ctx)
+
+	r.injected = time.Now()
+	target, err := f.inject(ctx, r)
+	if err != nil {
+		return err
+	}
+	r.target = target
+	r.leaderHit = leader.Name != "" && (target == leader.Name || target == leader.Zone ||
+		target == leader.Name+"/server" || target == "all")
+	rn.cfg.Logf("round %d: %s on %s", r.n, r.kind, target)
+	mustMove := f.mustMove(r)
+	if err := rn.waitRecovered(ctx, r, mustMove); err != nil {
+		r.violations = append(r.violations, err.Error())
+	}
+	if hold := time.Until(r.injected.Add(f.holdFor)); hold > 0 {
+		time.Sleep(hold)
+	}
+	if f.heal != nil {
+		if err := f.heal(ctx, r); err != nil {
+			return err
+		}
+	}
+	r.healed = time.Now()
+	if err := rn.waitSteady(ctx, "after healing"); err != nil {
+		r.violations = append(r.violations, "registrations did not come back: "+err.Error())
+	}
+	stale, refused := rn.refusals()
+	r.stale, r.refused = stale-staleBefore, refused-refusedBefore
+	r.writeGap = rn.writeGap(r.injected, time.Now())
+	return nil
+}
+
+// waitRecovered waits for a primary that writers reach: a new one (higher
+// epoch) when the fault must move the role.
+func (rn *Runner) waitRecovered(ctx context.Context, r *round, mustMove bool) error {
+	// From the end of the injection: a rolling restart injects for minutes.
+	deadline := time.Now().Add(rn.cfg.RecoverWithin)
+	for time.Now().Before(deadline) {
+		if ack, ok := rn.firstAckAfter(r.injected, r.epochBefore, mustMove); ok {
+			r.recovered = ack.At
+			r.primaryAfter, r.epochAfter = ack.Host, ack.Epoch
+			r.moved = ack.Epoch != r.epochBefore
+			if r.moved {
+				// The client-visible failover: the first watcher told of it.
+				first := time.Time{}
+				for _, w := range rn.watchers {
+					if s, ok := w.firstAfter(r.injected, r.epochBefore); ok && (first.IsZero() || s.At.Before(first)) {
+						first = s.At
+					}
+				}
+				if first.IsZero() {
+					first = ack.At
+				}
+				r.failover = first.Sub(r.injected)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	what := "no primary took writes"
+	if mustMove {
+		what = fmt.Sprintf("no new primary (epoch above %d) took writes", r.epochBefore)
+	}
+	return fmt.Errorf("%s within %v of the fault", what, time.Since(r.injected).Round(time.Second))
+}
+
+// firstAckAfter is the first write acknowledged after t, by a new primary
+// if newOnly.
+func (rn *Runner) firstAckAfter(t time.Time, epoch int64, newOnly bool) (Ack, bool) {
+	var best Ack
+	found := false
+	for _, w := range rn.writers {
+		for _, a := range w.acksSince(t) {
+			if newOnly && a.Epoch <= epoch {
+				continue
+			}
+			if !found || a.At.Before(best.At) {
+				best, found = a, true
+			}
+			break
+		}
+	}
+	return best, found
+}
+
+// writeGap is the longest time in [from, to] without an acknowledged write.
+func (rn *Runner) writeGap(from, to time.Time) time.Duration {
+	var at []time.Time
+	for _, w := range rn.writers {
+		for _, a := range w.acksSince(from) {
+			if a.At.Before(to) {
+				at = append(at, a.At)
+			}
+		}
+	}
+	slices.SortFunc(at, time.Time.Compare)
+	gap, prev := time.Duration(0), from
+	for _, t := range append(at, to) {
+		gap = max(gap, t.Sub(prev))
+		prev = t
+	}
+	return gap
+}
+
+// refusals sums the writers' refused writes so far: for a stale epoch, and
+// for any other reason (not the primary, lease not confirmed, unreachable).
+func (rn *Runner) refusals() (stale, other int) {
+	for _, w := range rn.writers {
+		s, o := w.counts()
+		stale, other = stale+s, other+o
+	}
+	return stale, other
+}
+
+// waitSteady waits until every member, host and instance is back: both
+// database hosts passing with a primary that takes writes, all three pool
+// members passing, all five etcd members answering.
+func (rn *Runner) waitSteady(ctx context.Context, when string) error {
+	start := time.Now()
+	deadline := start.Add(rn.cfg.SteadyWithin)
+	var missing []string
+	for time.Now().Before(deadline) {
+		missing = rn.missing(ctx, start)
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s, still missing after %v: %s", when, rn.cfg.SteadyWithin, strings.Join(missing, "; "))
+}
+
+func (rn *Runner) missing(ctx context.Context, since time.Time) []string {
+	var missing []string
+	c := rn.cfg.Cluster
+	for _, h := range c.Hosts {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := rn.etcd.Status(sctx, "http://"+h.IP+":"+cluster.EtcdPort)
+		cancel()
+		if err != nil {
+			missing = append(missing, "etcd member "+h.Name)
+		}
+	}
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	resp, err := rn.etcd.Get(gctx, registry.HostsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cancel()
+	switch {
+	case err != nil:
+		missing = append(missing, "hosts: "+err.Error())
+	case int(resp.Count) != len(c.Hosts):
+		missing = append(missing, fmt.Sprintf("%d of %d host records", resp.Count, len(c.Hosts)))
+	}
+	for _, svc := range []string{dbService, poolService} {
+		v, ok := rn.status.View(svc)
+		if !ok || v.GetStale() {
+			missing = append(missing, "a current view of "+svc)
+			continue
+		}
+		passing := map[string]bool{}
+		for _, in := range v.GetInstances() {
+			passing[in.GetHost()] = in.GetHealth() == pb.Health_HEALTH_PASSING
+		}
+		for _, h := range c.Hosts {
+			if h.DB == (svc == dbService) && !passing[h.Name] {
+				missing = append(missing, svc+" on "+h.Name)
+			}
+		}
+	}
+	p, ok := rn.status.Primary(dbService)
+	if !ok {
+		return append(missing, "a primary of db")
+	}
+	if a, ok := rn.firstAckAfter(since, p.GetEpoch()-1, true); !ok || a.Epoch != p.GetEpoch() {
+		missing = append(missing, fmt.Sprintf("a write accepted by %s at epoch %d", p.GetHost(), p.GetEpoch()))
+	}
+	return missing
+}
+
+func (rn *Runner) revision(ctx context.Context) (int64, error) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := rn.etcd.Get(gctx, registry.PrimaryKey(dbService))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}

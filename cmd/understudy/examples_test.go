@@ -22,6 +22,7 @@ import (
 	"time"
 
 	sockaddrtemplate "github.com/hashicorp/go-sockaddr/template"
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/understudy-dev/understudy/agent"
@@ -605,11 +606,12 @@ func parseCLI(t *testing.T, argv []string) (*commandFlags, error) {
 		}
 		return f.Value.String(), true
 	}, slice: func(name string) []string {
-		v, err := cmd.Flags().GetStringSlice(name)
-		if err != nil {
-			t.Fatal(err)
+		f := cmd.Flags().Lookup(name)
+		sv, ok := f.Value.(pflag.SliceValue)
+		if !ok {
+			t.Fatalf("--%s is not a list flag", name)
 		}
-		return v
+		return sv.GetSlice()
 	}}, nil
 }
 

@@ -111,3 +111,30 @@ func TestExpandAddressEmptyHost(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 address followed by a port is bracketed, so host:port splits.
+func TestExpandAddressBracketsIPv6(t *testing.T) {
+	if _, err := net.InterfaceByName("lo"); err != nil {
+		t.Skipf("no loopback interface named lo: %v", err)
+	}
+	for in, want := range map[string]string{
+		`{{ GetAllInterfaces | include "name" "lo" | include "type" "IPv6" | attr "address" }}:5432`:          "[::1]:5432",
+		`http://{{ GetAllInterfaces | include "name" "lo" | include "type" "IPv6" | attr "address" }}:2380`:   "http://[::1]:2380",
+		`http://[{{ GetAllInterfaces | include "name" "lo" | include "type" "IPv6" | attr "address" }}]:2380`: "http://[::1]:2380",
+		`{{ GetAllInterfaces | include "name" "lo" | include "type" "IPv4" | attr "address" }}:5432`:          "127.0.0.1:5432",
+	} {
+		got, err := ExpandAddress(in)
+		if err != nil {
+			if strings.Contains(in, "IPv6") {
+				t.Skipf("no IPv6 on lo: %v", err)
+			}
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("ExpandAddress(%q) = %q, want %q", in, got, want)
+		}
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(got, "http://")); err != nil {
+			t.Errorf("%q does not split: %v", got, err)
+		}
+	}
+}

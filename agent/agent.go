@@ -76,7 +76,7 @@ func (in *instance) healthy() bool {
 func (in *instance) local() elector.Local {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return elector.Local{Healthy: in.passing, Freshness: in.fresh, NoFailover: slices.Contains(in.cfg.Tags, registry.NoFailoverTag)}
+	return elector.Local{Healthy: in.passing, Checked: in.smoother.Known(), Freshness: in.fresh, NoFailover: slices.Contains(in.cfg.Tags, registry.NoFailoverTag)}
 }
 
 func (in *instance) mode() pb.Mode {

@@ -94,9 +94,12 @@ func (e execCheck) Check(ctx context.Context) (string, error) {
 
 // Smoother turns raw check results into a health state with rise/fall
 // hysteresis: Rise passes in a row turn a failing instance passing, Fall
-// failures in a row turn a passing one failing. The first result decides the
+// failures in a row turn a passing one failing. A first pass decides the
 // initial state at once, so a starting agent registers real health without
-// waiting Rise intervals.
+// waiting Rise intervals; a first failure waits for Fall failures in a row,
+// as a passing instance would, because a service started alongside its
+// agent (a reboot) may not listen yet, and a primary that resumed its role
+// must not resign over that.
 type Smoother struct {
 	Rise, Fall int
 	known      bool
@@ -104,10 +107,18 @@ type Smoother struct {
 	streak     int // consecutive results disagreeing with the current state
 }
 
+// Known reports whether the results so far decided a state.
+func (s *Smoother) Known() bool { return s.known }
+
 // Observe records one result and reports the state after it and whether it changed.
 func (s *Smoother) Observe(pass bool) (passing, changed bool) {
 	if !s.known {
-		s.known, s.passing = true, pass
+		if !pass {
+			if s.streak++; s.streak < s.Fall {
+				return false, false
+			}
+		}
+		s.known, s.passing, s.streak = true, pass, 0
 		return pass, true
 	}
 	if pass == s.passing {

@@ -27,10 +27,16 @@ func TestSmoother(t *testing.T) {
 			want: []step{{T, true}},
 		},
 		{
-			name: "first fail decides at once",
+			name: "a first failure waits for fall failures in a row",
 			rise: 3, fall: 3,
-			in:   []bool{F},
-			want: []step{{F, true}},
+			in:   []bool{F, F, F},
+			want: []step{{F, false}, {F, false}, {F, true}},
+		},
+		{
+			name: "a pass before fall failures decides passing at once",
+			rise: 3, fall: 3,
+			in:   []bool{F, F, T},
+			want: []step{{F, false}, {F, false}, {T, true}},
 		},
 		{
 			name: "agreeing results change nothing",
@@ -47,8 +53,8 @@ func TestSmoother(t *testing.T) {
 		{
 			name: "rise 2 needs two passes in a row",
 			rise: 2, fall: 2,
-			in:   []bool{F, T, T, T},
-			want: []step{{F, true}, {F, false}, {T, true}, {T, false}},
+			in:   []bool{F, F, T, T, T},
+			want: []step{{F, false}, {F, true}, {F, false}, {T, true}, {T, false}},
 		},
 		{
 			name: "rise 3 fall 1",
@@ -71,8 +77,8 @@ func TestSmoother(t *testing.T) {
 		{
 			name: "an agreeing result resets the rise streak",
 			rise: 3, fall: 2,
-			in:   []bool{F, T, T, F, T, T, T},
-			want: []step{{F, true}, {F, false}, {F, false}, {F, false}, {F, false}, {F, false}, {T, true}},
+			in:   []bool{F, F, T, T, F, T, T, T},
+			want: []step{{F, false}, {F, true}, {F, false}, {F, false}, {F, false}, {F, false}, {F, false}, {T, true}},
 		},
 		{
 			name: "streak starts afresh after a change",

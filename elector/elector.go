@@ -48,7 +48,10 @@ type Hooks interface {
 
 // Local is this host's own view of its instance, fresher than etcd's copy.
 type Local struct {
-	Healthy    bool
+	Healthy bool
+	// Checked: the checks have decided a state. Until then an acting
+	// primary (one that resumed its role after a restart) keeps it.
+	Checked    bool
 	Freshness  int64
 	NoFailover bool
 }
@@ -317,7 +320,7 @@ func (e *Elector) stepPrimary(ctx context.Context, now time.Time) time.Duration 
 	if w.control.GetPaused() {
 		return wake
 	}
-	if !e.cfg.Local().Healthy {
+	if l := e.cfg.Local(); !l.Healthy && l.Checked {
 		e.resign(ctx, "check failed")
 		return 0
 	}

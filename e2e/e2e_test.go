@@ -42,20 +42,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	saveLogs(root)
+	if err := topo.SaveLogs(context.Background(), filepath.Join(root, "bin", "e2e-logs")); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: saving host logs:", err)
+	}
 	if os.Getenv("E2E_KEEP") == "" {
 		_ = topo.Down(context.Background())
 	}
 	os.Exit(code)
-}
-
-// saveLogs keeps every host's output in bin/e2e-logs for a failed run.
-func saveLogs(root string) {
-	dir := filepath.Join(root, "bin", "e2e-logs")
-	_ = os.MkdirAll(dir, 0o755)
-	for _, h := range topo.Hosts {
-		_ = os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(topo.Logs(context.Background(), h, 100000)), 0o644)
-	}
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() error) {
@@ -145,7 +138,11 @@ func TestChaosEveryFaultKindOnce(t *testing.T) {
 		}
 	}
 	t.Logf("seed %d (E2E_SEED=%d repeats this order)", seed, seed)
-	rep, err := chaos.Run(context.Background(), chaos.Config{
+	// Eight rounds take about a minute; a rolling restart waits for every
+	// host in turn, so allow far more before calling the run stuck.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	rep, err := chaos.Run(ctx, chaos.Config{
 		Cluster: topo, Rounds: len(chaos.Kinds), Seed: seed,
 		Logf: func(format string, args ...any) { t.Logf(format, args...) },
 	})

@@ -39,7 +39,7 @@ type history struct {
 	truth     []int64               // epochs of db's primary records in etcd, in order
 }
 
-func (rn *Runner) collect(ctx context.Context, startRev int64) (*history, error) {
+func (rn *runner) collect(ctx context.Context, startRev int64) (*history, error) {
 	h := &history{sightings: map[string][]Sighting{}}
 	for _, host := range rn.cfg.Cluster.Hosts {
 		if !host.DB {

@@ -37,7 +37,7 @@ type fault struct {
 	holdFor time.Duration
 }
 
-func (rn *Runner) faults() map[string]fault {
+func (rn *runner) faults() map[string]fault {
 	c := rn.cfg.Cluster
 	always := func(*round) bool { return true }
 	never := func(*round) bool { return false }

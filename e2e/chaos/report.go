@@ -75,7 +75,7 @@ func ms(d time.Duration) Millis { return Millis(float64(d.Microseconds()) / 1000
 
 func (m Millis) String() string { return fmt.Sprintf("%.0f", float64(m)) }
 
-func (rn *Runner) report(started time.Time, rounds []*round, h *history) *Report {
+func (rn *runner) report(started time.Time, rounds []*round, h *history) *Report {
 	// Broken guarantees go to the round during which they happened.
 	for _, v := range check(h) {
 		var into *round

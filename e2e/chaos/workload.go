@@ -28,19 +28,21 @@ type Ack struct {
 }
 
 // writer follows the primary of the database through the registry and
-// writes to it without pause, as an application would.
+// writes to it every writeInterval, as an application would.
 type writer struct {
-	name string
-	cli  *client.Client
-	http *http.Client
+	name    string
+	cli     *client.Client
+	http    *http.Client
+	lastSeq int64 // run's goroutine only
 
-	mu       sync.Mutex
-	acks     []Ack
-	stale    int // writes refused for a superseded epoch
-	refused  int // writes refused for any other reason, or unanswered
-	lastSeq  int64
-	interval time.Duration
+	mu      sync.Mutex
+	acks    []Ack
+	stale   int // writes refused for a superseded epoch
+	refused int // writes refused for any other reason, or unanswered
 }
+
+// writeInterval is the pause between a writer's writes: 50 a second each.
+const writeInterval = 20 * time.Millisecond
 
 // follow returns a registry client of the database, as an application
 // would configure one: every server, default timeouts.
@@ -56,7 +58,7 @@ func newWriter(ctx context.Context, name string, addrs []string, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
-	return &writer{name: name, cli: cli, http: &http.Client{Timeout: time.Second}, interval: 20 * time.Millisecond}, nil
+	return &writer{name: name, cli: cli, http: &http.Client{Timeout: time.Second}}, nil
 }
 
 func (w *writer) run(ctx context.Context) {
@@ -68,7 +70,7 @@ func (w *writer) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(w.interval):
+		case <-time.After(writeInterval):
 		}
 	}
 }

@@ -238,6 +238,24 @@ func (c *Cluster) Logs(ctx context.Context, h Host, lines int) string {
 	return out
 }
 
+// SaveLogs writes every host's whole output to dir/HOST.log, for reading a
+// failed run afterwards.
+func (c *Cluster) SaveLogs(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, h := range c.Hosts {
+		out, err := c.docker(ctx, "logs", h.Container())
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(out), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // KVLog reads a database host's write log from its disk, running or not.
 func (c *Cluster) KVLog(ctx context.Context, h Host) ([]kvdemo.Write, error) {
 	cmd := exec.CommandContext(ctx, "docker", "cp", h.Container()+":/data/kv/"+kvdemo.LogName, "-")

@@ -53,6 +53,12 @@ func parse(fs *flag.FlagSet, args []string) {
 	_ = fs.Parse(args)
 }
 
+// hostname is the container's host name: the default for --host.
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -68,11 +67,11 @@ func run(rounds int, seed uint64, kinds []string, jsonOut string, keep, verbose 
 	defer func() {
 		// Every host's output, for reading a failed round afterwards.
 		dir := strings.TrimSuffix(jsonOut, ".json") + "-logs"
-		_ = os.MkdirAll(dir, 0o755)
-		for _, h := range c.Hosts {
-			_ = os.WriteFile(filepath.Join(dir, h.Name+".log"), []byte(c.Logs(context.Background(), h, 100000)), 0o644)
+		if err := c.SaveLogs(context.Background(), dir); err != nil {
+			fmt.Fprintln(os.Stderr, "understudy-chaos: saving host logs:", err)
+		} else {
+			fmt.Println("host logs:", dir)
 		}
-		fmt.Println("host logs:", dir)
 		if !keep {
 			_ = c.Down(context.Background())
 		}

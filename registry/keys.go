@@ -23,6 +23,7 @@ const (
 	KindControl       // control/<service>: operator requests
 	KindEvent         // events/<service>/<revision>: history
 	KindMember        // members/<name>: Member, zone of an etcd member
+	KindMark          // marks/<service>: Mark, durable high-water mark, no lease
 )
 
 var kindFolders = map[Kind]string{
@@ -33,6 +34,7 @@ var kindFolders = map[Kind]string{
 	KindControl:  "control",
 	KindEvent:    "events",
 	KindMember:   "members",
+	KindMark:     "marks",
 }
 
 func (k Kind) String() string {
@@ -78,6 +80,10 @@ func PrimaryKey(service string) string { return Prefix + "primaries/" + service 
 // ControlKey holds operator requests for a service.
 func ControlKey(service string) string { return Prefix + "control/" + service }
 
+// MarkKey holds a service's durable high-water mark. It is bound to no
+// lease: it outlives every primary.
+func MarkKey(service string) string { return Prefix + "marks/" + service }
+
 // EventKey is one entry of a service's history.
 func EventKey(service string, rev int64) string {
 	return fmt.Sprintf("%sevents/%s/%020d", Prefix, service, rev)
@@ -114,11 +120,11 @@ func ParseKey(key string) (Key, error) {
 			return bad("want instances/<host>/<service>")
 		}
 		k = Key{Kind: KindInstance, Host: parts[1], Service: parts[2]}
-	case "leaders", "primaries", "control":
+	case "leaders", "primaries", "control", "marks":
 		if !want(2) {
 			return bad("want " + parts[0] + "/<service>")
 		}
-		kind := map[string]Kind{"leaders": KindLeader, "primaries": KindPrimary, "control": KindControl}[parts[0]]
+		kind := map[string]Kind{"leaders": KindLeader, "primaries": KindPrimary, "control": KindControl, "marks": KindMark}[parts[0]]
 		k = Key{Kind: kind, Service: parts[1]}
 	case "events":
 		if !want(3) {
@@ -143,6 +149,7 @@ func ParseKey(key string) (Key, error) {
 		KindLeader:   {{"service", k.Service}},
 		KindPrimary:  {{"service", k.Service}},
 		KindControl:  {{"service", k.Service}},
+		KindMark:     {{"service", k.Service}},
 		KindEvent:    {{"service", k.Service}},
 		KindMember:   {{"member", k.Member}},
 	}

@@ -247,19 +247,30 @@ const (
 	EventKind_EVENT_KIND_SWITCHOVER_REQUESTED EventKind = 5
 	EventKind_EVENT_KIND_PAUSED               EventKind = 6
 	EventKind_EVENT_KIND_RESUMED              EventKind = 7
+	// A primary's check failed, but no healthy eligible standby could take
+	// over: it kept the role, marked critical, rather than demote into nothing.
+	EventKind_EVENT_KIND_KEPT_ROLE EventKind = 8
+	// No candidate may take over: every healthy one lags the high-water mark
+	// by more than max_lag. An operator must force a switchover.
+	EventKind_EVENT_KIND_BLOCKED EventKind = 9
+	// An operator forced a switchover to a host behind the high-water mark.
+	EventKind_EVENT_KIND_FORCED EventKind = 10
 )
 
 // Enum value maps for EventKind.
 var (
 	EventKind_name = map[int32]string{
-		0: "EVENT_KIND_UNSPECIFIED",
-		1: "EVENT_KIND_PROMOTED",
-		2: "EVENT_KIND_DEMOTED",
-		3: "EVENT_KIND_PROMOTE_FAILED",
-		4: "EVENT_KIND_FENCED",
-		5: "EVENT_KIND_SWITCHOVER_REQUESTED",
-		6: "EVENT_KIND_PAUSED",
-		7: "EVENT_KIND_RESUMED",
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_PROMOTED",
+		2:  "EVENT_KIND_DEMOTED",
+		3:  "EVENT_KIND_PROMOTE_FAILED",
+		4:  "EVENT_KIND_FENCED",
+		5:  "EVENT_KIND_SWITCHOVER_REQUESTED",
+		6:  "EVENT_KIND_PAUSED",
+		7:  "EVENT_KIND_RESUMED",
+		8:  "EVENT_KIND_KEPT_ROLE",
+		9:  "EVENT_KIND_BLOCKED",
+		10: "EVENT_KIND_FORCED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":          0,
@@ -270,6 +281,9 @@ var (
 		"EVENT_KIND_SWITCHOVER_REQUESTED": 5,
 		"EVENT_KIND_PAUSED":               6,
 		"EVENT_KIND_RESUMED":              7,
+		"EVENT_KIND_KEPT_ROLE":            8,
+		"EVENT_KIND_BLOCKED":              9,
+		"EVENT_KIND_FORCED":               10,
 	}
 )
 
@@ -601,8 +615,12 @@ type Control struct {
 	SwitchoverFrom string                 `protobuf:"bytes,2,opt,name=switchover_from,json=switchoverFrom,proto3" json:"switchover_from,omitempty"`
 	SwitchoverTo   string                 `protobuf:"bytes,3,opt,name=switchover_to,json=switchoverTo,proto3" json:"switchover_to,omitempty"`
 	RequestedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The named target may take over even though its freshness lags the
+	// service's high-water mark by more than max_lag: an operator's decision
+	// to accept losing what only the last primary had. Recorded as an event.
+	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Control) Reset() {
@@ -663,6 +681,86 @@ func (x *Control) GetRequestedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Control) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// Mark is a primary-mode service's durable high-water mark, at
+// /understudy/v1/marks/<service>, bound to no lease: the freshness the last
+// acting primary reported. It outlives every lease, so a candidate that
+// lags it by more than max_lag never takes over on its own, even after the
+// primary that set it is gone.
+type Mark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Freshness     int64                  `protobuf:"varint,3,opt,name=freshness,proto3" json:"freshness,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mark) Reset() {
+	*x = Mark{}
+	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mark) ProtoMessage() {}
+
+func (x *Mark) ProtoReflect() protoreflect.Message {
+	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mark.ProtoReflect.Descriptor instead.
+func (*Mark) Descriptor() ([]byte, []int) {
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Mark) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Mark) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Mark) GetFreshness() int64 {
+	if x != nil {
+		return x.Freshness
+	}
+	return 0
+}
+
+func (x *Mark) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // Event is one entry of a service's history, at
 // /understudy/v1/events/<service>/<revision>, kept for a bounded time.
 type Event struct {
@@ -682,7 +780,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	mi := &file_understudy_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +792,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[4]
+	mi := &file_understudy_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +805,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Event) GetService() string {
@@ -775,7 +873,7 @@ type Primary struct {
 
 func (x *Primary) Reset() {
 	*x = Primary{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[5]
+	mi := &file_understudy_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +885,7 @@ func (x *Primary) String() string {
 func (*Primary) ProtoMessage() {}
 
 func (x *Primary) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[5]
+	mi := &file_understudy_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +898,7 @@ func (x *Primary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Primary.ProtoReflect.Descriptor instead.
 func (*Primary) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Primary) GetHost() string {
@@ -845,7 +943,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[6]
+	mi := &file_understudy_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +955,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[6]
+	mi := &file_understudy_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +968,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Member) GetName() string {
@@ -917,14 +1015,20 @@ type View struct {
 	// serving the last state it knew.
 	Stale bool `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
 	// Primary mode: automatic failover is paused by an operator.
-	Paused        bool `protobuf:"varint,8,opt,name=paused,proto3" json:"paused,omitempty"`
+	Paused bool `protobuf:"varint,8,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Primary mode: nobody vouches for the primary's term right now: its
+	// lease is not being renewed, or etcd's quorum came back after a loss and
+	// the primary has not confirmed it still acts. The primary is shown for
+	// information but status is not READ_WRITE; clients must not send it
+	// writes until this clears.
+	Unconfirmed   bool `protobuf:"varint,9,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[7]
+	mi := &file_understudy_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1040,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[7]
+	mi := &file_understudy_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1053,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *View) GetService() string {
@@ -1008,6 +1112,13 @@ func (x *View) GetPaused() bool {
 	return false
 }
 
+func (x *View) GetUnconfirmed() bool {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return false
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Services to watch; all services (including ones that appear later) when empty.
@@ -1021,7 +1132,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[8]
+	mi := &file_understudy_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1144,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[8]
+	mi := &file_understudy_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1157,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRequest) GetServices() []string {
@@ -1079,7 +1190,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[9]
+	mi := &file_understudy_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1202,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[9]
+	mi := &file_understudy_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1215,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchResponse) GetRevision() int64 {
@@ -1137,7 +1248,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[10]
+	mi := &file_understudy_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1260,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[10]
+	mi := &file_understudy_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1273,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -1181,7 +1292,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[11]
+	mi := &file_understudy_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1304,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[11]
+	mi := &file_understudy_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1317,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServiceResponse) GetView() *View {
@@ -1224,7 +1335,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[12]
+	mi := &file_understudy_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1347,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[12]
+	mi := &file_understudy_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1360,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 type ListServicesResponse struct {
@@ -1262,7 +1373,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[13]
+	mi := &file_understudy_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1385,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[13]
+	mi := &file_understudy_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1398,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListServicesResponse) GetViews() []*View {
@@ -1312,7 +1423,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[14]
+	mi := &file_understudy_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1435,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[14]
+	mi := &file_understudy_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1448,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 // MemberStatus is one etcd member as seen from the answering server.
@@ -1361,7 +1472,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[15]
+	mi := &file_understudy_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1484,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[15]
+	mi := &file_understudy_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1497,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -1478,7 +1589,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[16]
+	mi := &file_understudy_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1601,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[16]
+	mi := &file_understudy_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1614,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterStatusResponse) GetMembers() []*MemberStatus {
@@ -1552,14 +1663,18 @@ type SwitchoverRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// The host to hand the role to; empty for the best ranked healthy standby.
-	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Let `to` take over even though it lags the service's high-water mark by
+	// more than max_lag (data only the last primary had may be lost). Needs
+	// `to`; recorded as an event.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SwitchoverRequest) Reset() {
 	*x = SwitchoverRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[17]
+	mi := &file_understudy_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1686,7 @@ func (x *SwitchoverRequest) String() string {
 func (*SwitchoverRequest) ProtoMessage() {}
 
 func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[17]
+	mi := &file_understudy_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1699,7 @@ func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
 func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SwitchoverRequest) GetService() string {
@@ -1601,6 +1716,13 @@ func (x *SwitchoverRequest) GetTo() string {
 	return ""
 }
 
+func (x *SwitchoverRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type SwitchoverResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The primary asked to hand over.
@@ -1612,7 +1734,7 @@ type SwitchoverResponse struct {
 
 func (x *SwitchoverResponse) Reset() {
 	*x = SwitchoverResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[18]
+	mi := &file_understudy_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1746,7 @@ func (x *SwitchoverResponse) String() string {
 func (*SwitchoverResponse) ProtoMessage() {}
 
 func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[18]
+	mi := &file_understudy_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1759,7 @@ func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
 func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SwitchoverResponse) GetFrom() string {
@@ -1663,7 +1785,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[19]
+	mi := &file_understudy_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1797,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[19]
+	mi := &file_understudy_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1810,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PauseRequest) GetService() string {
@@ -1706,7 +1828,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[20]
+	mi := &file_understudy_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1840,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[20]
+	mi := &file_understudy_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1853,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 type ResumeRequest struct {
@@ -1743,7 +1865,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[21]
+	mi := &file_understudy_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1877,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[21]
+	mi := &file_understudy_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1890,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResumeRequest) GetService() string {
@@ -1786,7 +1908,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[22]
+	mi := &file_understudy_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1920,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[22]
+	mi := &file_understudy_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1933,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 type ListEventsRequest struct {
@@ -1825,7 +1947,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[23]
+	mi := &file_understudy_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1959,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[23]
+	mi := &file_understudy_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1972,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListEventsRequest) GetService() string {
@@ -1876,7 +1998,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_understudy_v1_registry_proto_msgTypes[24]
+	mi := &file_understudy_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2010,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_understudy_v1_registry_proto_msgTypes[24]
+	mi := &file_understudy_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2023,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_understudy_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1941,12 +2063,18 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x06Leader\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04zone\x18\x03 \x01(\tR\x04zone\"\xae\x01\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\"\xc4\x01\n" +
 	"\aControl\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12'\n" +
 	"\x0fswitchover_from\x18\x02 \x01(\tR\x0eswitchoverFrom\x12#\n" +
 	"\rswitchover_to\x18\x03 \x01(\tR\fswitchoverTo\x12=\n" +
-	"\frequested_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\"\xd9\x01\n" +
+	"\frequested_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"z\n" +
+	"\x04Mark\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1c\n" +
+	"\tfreshness\x18\x03 \x01(\x03R\tfreshness\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xd9\x01\n" +
 	"\x05Event\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.understudy.v1.EventKindR\x04kind\x12\x12\n" +
@@ -1965,7 +2093,7 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
 	"clientUrls\x12\x1b\n" +
-	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\"\xab\x02\n" +
+	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\"\xcd\x02\n" +
 	"\x04View\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x13.understudy.v1.ModeR\x04mode\x12-\n" +
@@ -1974,7 +2102,8 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\aprimary\x18\x05 \x01(\v2\x16.understudy.v1.PrimaryR\aprimary\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\x03R\brevision\x12\x14\n" +
 	"\x05stale\x18\a \x01(\bR\x05stale\x12\x16\n" +
-	"\x06paused\x18\b \x01(\bR\x06paused\"O\n" +
+	"\x06paused\x18\b \x01(\bR\x06paused\x12 \n" +
+	"\vunconfirmed\x18\t \x01(\bR\vunconfirmed\"O\n" +
 	"\fWatchRequest\x12\x1a\n" +
 	"\bservices\x18\x01 \x03(\tR\bservices\x12#\n" +
 	"\rfrom_revision\x18\x02 \x01(\x03R\ffromRevision\"r\n" +
@@ -2011,10 +2140,11 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12)\n" +
 	"\x05hosts\x18\x05 \x03(\v2\x13.understudy.v1.HostR\x05hosts\x12\x14\n" +
-	"\x05stale\x18\x06 \x01(\bR\x05stale\"=\n" +
+	"\x05stale\x18\x06 \x01(\bR\x05stale\"S\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
-	"\x02to\x18\x02 \x01(\tR\x02to\"8\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"8\n" +
 	"\x12SwitchoverResponse\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"(\n" +
@@ -2045,7 +2175,7 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11STATUS_READ_WRITE\x10\x01\x12\x14\n" +
 	"\x10STATUS_READ_ONLY\x10\x02\x12\x0f\n" +
-	"\vSTATUS_DOWN\x10\x03*\xe2\x01\n" +
+	"\vSTATUS_DOWN\x10\x03*\xab\x02\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_PROMOTED\x10\x01\x12\x16\n" +
@@ -2054,7 +2184,11 @@ const file_understudy_v1_registry_proto_rawDesc = "" +
 	"\x11EVENT_KIND_FENCED\x10\x04\x12#\n" +
 	"\x1fEVENT_KIND_SWITCHOVER_REQUESTED\x10\x05\x12\x15\n" +
 	"\x11EVENT_KIND_PAUSED\x10\x06\x12\x16\n" +
-	"\x12EVENT_KIND_RESUMED\x10\a2\x90\x05\n" +
+	"\x12EVENT_KIND_RESUMED\x10\a\x12\x18\n" +
+	"\x14EVENT_KIND_KEPT_ROLE\x10\b\x12\x16\n" +
+	"\x12EVENT_KIND_BLOCKED\x10\t\x12\x15\n" +
+	"\x11EVENT_KIND_FORCED\x10\n" +
+	"2\x90\x05\n" +
 	"\x0fRegistryService\x12D\n" +
 	"\x05Watch\x12\x1b.understudy.v1.WatchRequest\x1a\x1c.understudy.v1.WatchResponse0\x01\x12Q\n" +
 	"\n" +
@@ -2081,7 +2215,7 @@ func file_understudy_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_understudy_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_understudy_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_understudy_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_understudy_v1_registry_proto_goTypes = []any{
 	(Role)(0),                     // 0: understudy.v1.Role
 	(Mode)(0),                     // 1: understudy.v1.Mode
@@ -2092,69 +2226,71 @@ var file_understudy_v1_registry_proto_goTypes = []any{
 	(*Instance)(nil),              // 6: understudy.v1.Instance
 	(*Leader)(nil),                // 7: understudy.v1.Leader
 	(*Control)(nil),               // 8: understudy.v1.Control
-	(*Event)(nil),                 // 9: understudy.v1.Event
-	(*Primary)(nil),               // 10: understudy.v1.Primary
-	(*Member)(nil),                // 11: understudy.v1.Member
-	(*View)(nil),                  // 12: understudy.v1.View
-	(*WatchRequest)(nil),          // 13: understudy.v1.WatchRequest
-	(*WatchResponse)(nil),         // 14: understudy.v1.WatchResponse
-	(*GetServiceRequest)(nil),     // 15: understudy.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),    // 16: understudy.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),   // 17: understudy.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 18: understudy.v1.ListServicesResponse
-	(*ClusterStatusRequest)(nil),  // 19: understudy.v1.ClusterStatusRequest
-	(*MemberStatus)(nil),          // 20: understudy.v1.MemberStatus
-	(*ClusterStatusResponse)(nil), // 21: understudy.v1.ClusterStatusResponse
-	(*SwitchoverRequest)(nil),     // 22: understudy.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),    // 23: understudy.v1.SwitchoverResponse
-	(*PauseRequest)(nil),          // 24: understudy.v1.PauseRequest
-	(*PauseResponse)(nil),         // 25: understudy.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 26: understudy.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 27: understudy.v1.ResumeResponse
-	(*ListEventsRequest)(nil),     // 28: understudy.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 29: understudy.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*Mark)(nil),                  // 9: understudy.v1.Mark
+	(*Event)(nil),                 // 10: understudy.v1.Event
+	(*Primary)(nil),               // 11: understudy.v1.Primary
+	(*Member)(nil),                // 12: understudy.v1.Member
+	(*View)(nil),                  // 13: understudy.v1.View
+	(*WatchRequest)(nil),          // 14: understudy.v1.WatchRequest
+	(*WatchResponse)(nil),         // 15: understudy.v1.WatchResponse
+	(*GetServiceRequest)(nil),     // 16: understudy.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),    // 17: understudy.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),   // 18: understudy.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),  // 19: understudy.v1.ListServicesResponse
+	(*ClusterStatusRequest)(nil),  // 20: understudy.v1.ClusterStatusRequest
+	(*MemberStatus)(nil),          // 21: understudy.v1.MemberStatus
+	(*ClusterStatusResponse)(nil), // 22: understudy.v1.ClusterStatusResponse
+	(*SwitchoverRequest)(nil),     // 23: understudy.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),    // 24: understudy.v1.SwitchoverResponse
+	(*PauseRequest)(nil),          // 25: understudy.v1.PauseRequest
+	(*PauseResponse)(nil),         // 26: understudy.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 27: understudy.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 28: understudy.v1.ResumeResponse
+	(*ListEventsRequest)(nil),     // 29: understudy.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),    // 30: understudy.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_understudy_v1_registry_proto_depIdxs = []int32{
-	30, // 0: understudy.v1.Host.started_at:type_name -> google.protobuf.Timestamp
+	31, // 0: understudy.v1.Host.started_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: understudy.v1.Instance.mode:type_name -> understudy.v1.Mode
 	2,  // 2: understudy.v1.Instance.health:type_name -> understudy.v1.Health
-	30, // 3: understudy.v1.Instance.health_changed_at:type_name -> google.protobuf.Timestamp
+	31, // 3: understudy.v1.Instance.health_changed_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: understudy.v1.Instance.role:type_name -> understudy.v1.Role
-	30, // 5: understudy.v1.Control.requested_at:type_name -> google.protobuf.Timestamp
-	4,  // 6: understudy.v1.Event.kind:type_name -> understudy.v1.EventKind
-	30, // 7: understudy.v1.Event.at:type_name -> google.protobuf.Timestamp
-	1,  // 8: understudy.v1.View.mode:type_name -> understudy.v1.Mode
-	3,  // 9: understudy.v1.View.status:type_name -> understudy.v1.Status
-	6,  // 10: understudy.v1.View.instances:type_name -> understudy.v1.Instance
-	10, // 11: understudy.v1.View.primary:type_name -> understudy.v1.Primary
-	12, // 12: understudy.v1.WatchResponse.views:type_name -> understudy.v1.View
-	12, // 13: understudy.v1.GetServiceResponse.view:type_name -> understudy.v1.View
-	12, // 14: understudy.v1.ListServicesResponse.views:type_name -> understudy.v1.View
-	20, // 15: understudy.v1.ClusterStatusResponse.members:type_name -> understudy.v1.MemberStatus
-	5,  // 16: understudy.v1.ClusterStatusResponse.hosts:type_name -> understudy.v1.Host
-	9,  // 17: understudy.v1.ListEventsResponse.events:type_name -> understudy.v1.Event
-	13, // 18: understudy.v1.RegistryService.Watch:input_type -> understudy.v1.WatchRequest
-	15, // 19: understudy.v1.RegistryService.GetService:input_type -> understudy.v1.GetServiceRequest
-	17, // 20: understudy.v1.RegistryService.ListServices:input_type -> understudy.v1.ListServicesRequest
-	19, // 21: understudy.v1.RegistryService.ClusterStatus:input_type -> understudy.v1.ClusterStatusRequest
-	22, // 22: understudy.v1.RegistryService.Switchover:input_type -> understudy.v1.SwitchoverRequest
-	24, // 23: understudy.v1.RegistryService.Pause:input_type -> understudy.v1.PauseRequest
-	26, // 24: understudy.v1.RegistryService.Resume:input_type -> understudy.v1.ResumeRequest
-	28, // 25: understudy.v1.RegistryService.ListEvents:input_type -> understudy.v1.ListEventsRequest
-	14, // 26: understudy.v1.RegistryService.Watch:output_type -> understudy.v1.WatchResponse
-	16, // 27: understudy.v1.RegistryService.GetService:output_type -> understudy.v1.GetServiceResponse
-	18, // 28: understudy.v1.RegistryService.ListServices:output_type -> understudy.v1.ListServicesResponse
-	21, // 29: understudy.v1.RegistryService.ClusterStatus:output_type -> understudy.v1.ClusterStatusResponse
-	23, // 30: understudy.v1.RegistryService.Switchover:output_type -> understudy.v1.SwitchoverResponse
-	25, // 31: understudy.v1.RegistryService.Pause:output_type -> understudy.v1.PauseResponse
-	27, // 32: understudy.v1.RegistryService.Resume:output_type -> understudy.v1.ResumeResponse
-	29, // 33: understudy.v1.RegistryService.ListEvents:output_type -> understudy.v1.ListEventsResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	31, // 5: understudy.v1.Control.requested_at:type_name -> google.protobuf.Timestamp
+	31, // 6: understudy.v1.Mark.at:type_name -> google.protobuf.Timestamp
+	4,  // 7: understudy.v1.Event.kind:type_name -> understudy.v1.EventKind
+	31, // 8: understudy.v1.Event.at:type_name -> google.protobuf.Timestamp
+	1,  // 9: understudy.v1.View.mode:type_name -> understudy.v1.Mode
+	3,  // 10: understudy.v1.View.status:type_name -> understudy.v1.Status
+	6,  // 11: understudy.v1.View.instances:type_name -> understudy.v1.Instance
+	11, // 12: understudy.v1.View.primary:type_name -> understudy.v1.Primary
+	13, // 13: understudy.v1.WatchResponse.views:type_name -> understudy.v1.View
+	13, // 14: understudy.v1.GetServiceResponse.view:type_name -> understudy.v1.View
+	13, // 15: understudy.v1.ListServicesResponse.views:type_name -> understudy.v1.View
+	21, // 16: understudy.v1.ClusterStatusResponse.members:type_name -> understudy.v1.MemberStatus
+	5,  // 17: understudy.v1.ClusterStatusResponse.hosts:type_name -> understudy.v1.Host
+	10, // 18: understudy.v1.ListEventsResponse.events:type_name -> understudy.v1.Event
+	14, // 19: understudy.v1.RegistryService.Watch:input_type -> understudy.v1.WatchRequest
+	16, // 20: understudy.v1.RegistryService.GetService:input_type -> understudy.v1.GetServiceRequest
+	18, // 21: understudy.v1.RegistryService.ListServices:input_type -> understudy.v1.ListServicesRequest
+	20, // 22: understudy.v1.RegistryService.ClusterStatus:input_type -> understudy.v1.ClusterStatusRequest
+	23, // 23: understudy.v1.RegistryService.Switchover:input_type -> understudy.v1.SwitchoverRequest
+	25, // 24: understudy.v1.RegistryService.Pause:input_type -> understudy.v1.PauseRequest
+	27, // 25: understudy.v1.RegistryService.Resume:input_type -> understudy.v1.ResumeRequest
+	29, // 26: understudy.v1.RegistryService.ListEvents:input_type -> understudy.v1.ListEventsRequest
+	15, // 27: understudy.v1.RegistryService.Watch:output_type -> understudy.v1.WatchResponse
+	17, // 28: understudy.v1.RegistryService.GetService:output_type -> understudy.v1.GetServiceResponse
+	19, // 29: understudy.v1.RegistryService.ListServices:output_type -> understudy.v1.ListServicesResponse
+	22, // 30: understudy.v1.RegistryService.ClusterStatus:output_type -> understudy.v1.ClusterStatusResponse
+	24, // 31: understudy.v1.RegistryService.Switchover:output_type -> understudy.v1.SwitchoverResponse
+	26, // 32: understudy.v1.RegistryService.Pause:output_type -> understudy.v1.PauseResponse
+	28, // 33: understudy.v1.RegistryService.Resume:output_type -> understudy.v1.ResumeResponse
+	30, // 34: understudy.v1.RegistryService.ListEvents:output_type -> understudy.v1.ListEventsResponse
+	27, // [27:35] is the sub-list for method output_type
+	19, // [19:27] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_understudy_v1_registry_proto_init() }
@@ -2168,7 +2304,7 @@ func file_understudy_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_understudy_v1_registry_proto_rawDesc), len(file_understudy_v1_registry_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,24 +13,38 @@ import (
 // it never campaigns and cannot be named as a switchover target.
 const NoFailoverTag = "nofailover"
 
+// Marks are what a view says beyond its records.
+type Marks struct {
+	// Paused is the operator's pause flag from the service's control record.
+	Paused bool
+	// Unconfirmed says nobody vouches for the primary record's term right
+	// now (its lease is not seen renewed, or etcd's leader changed since it
+	// last was): the primary is shown but the view is not READ_WRITE. It
+	// means nothing without a primary record.
+	Unconfirmed bool
+}
+
 // BuildView derives the view of one service from its records. It is pure:
 // the same records always give the same view, and the records are never
 // modified (they may be shared with other views and goroutines). instances
 // may be in any order; the view lists them sorted by host. primary is nil
-// while no primary acts; paused is the operator's pause flag from the
-// service's control record.
+// while no primary acts.
 //
 // In a primary-mode view every instance carries its role: ROLE_PRIMARY on
 // the host of the primary record, ROLE_STANDBY on the others. An instance
 // whose stored role differs from the derived one is cloned before the role
 // is set.
-func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, paused bool, rev int64) *pb.View {
+//
+// An unconfirmed primary stays in the view, marked, but counts as no
+// primary for the status: READ_ONLY when an instance on another host is
+// healthy, DOWN otherwise.
+func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, marks Marks, rev int64) *pb.View {
 	v := &pb.View{
 		Service:   service,
 		Mode:      pb.Mode_MODE_POOL,
 		Instances: slices.Clone(instances),
 		Revision:  rev,
-		Paused:    paused,
+		Paused:    marks.Paused,
 	}
 	slices.SortFunc(v.Instances, func(a, b *pb.Instance) int { return strings.Compare(a.GetHost(), b.GetHost()) })
 	for _, in := range v.Instances {
@@ -41,9 +55,10 @@ func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, pa
 	if primary != nil {
 		v.Mode = pb.Mode_MODE_PRIMARY
 	}
-	v.Status = status(v.Mode, v.Instances, primary)
+	v.Status = status(v.Mode, v.Instances, primary, marks.Unconfirmed)
 	if v.Mode == pb.Mode_MODE_PRIMARY {
 		v.Primary = primary
+		v.Unconfirmed = primary != nil && marks.Unconfirmed
 	}
 	for i, in := range v.Instances {
 		if role := roleOf(v.Mode, in.GetHost(), primary); in.GetRole() != role {
@@ -67,12 +82,15 @@ func roleOf(mode pb.Mode, host string, primary *pb.Primary) pb.Role {
 	}
 }
 
-func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary) pb.Status {
+func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary, unconfirmed bool) pb.Status {
 	healthy := slices.ContainsFunc(instances, func(in *pb.Instance) bool {
-		return in.GetHealth() == pb.Health_HEALTH_PASSING
+		// The host of an unconfirmed primary is no standby to read from:
+		// nobody knows whether it still takes writes.
+		return in.GetHealth() == pb.Health_HEALTH_PASSING &&
+			(primary == nil || !unconfirmed || in.GetHost() != primary.GetHost())
 	})
 	switch {
-	case mode == pb.Mode_MODE_PRIMARY && primary != nil:
+	case mode == pb.Mode_MODE_PRIMARY && primary != nil && !unconfirmed:
 		return pb.Status_STATUS_READ_WRITE
 	case mode == pb.Mode_MODE_PRIMARY && healthy:
 		return pb.Status_STATUS_READ_ONLY
@@ -81,6 +99,15 @@ func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary) pb.Stat
 	default:
 		return pb.Status_STATUS_DOWN
 	}
+}
+
+// ActingPrimary returns the primary of v that clients may send writes to:
+// nil while the view has none, or while its primary is unconfirmed.
+func ActingPrimary(v *pb.View) *pb.Primary {
+	if v.GetUnconfirmed() {
+		return nil
+	}
+	return v.GetPrimary()
 }
 
 // Healthy returns the instances of v whose check passes.

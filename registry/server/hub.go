@@ -483,6 +483,7 @@ func (h *Hub) pollLeases(ctx context.Context) {
 		for i, a := range answers {
 			if ok[i] {
 				h.vouch.observePoll(a.id, a.p)
+				h.log.Debug("registry: lease polled", "lease", int64(a.id), "term", a.p.term, "ttl", a.p.ttl, "granted", a.p.granted)
 			}
 		}
 		changed := map[string]*pb.View{}

@@ -304,10 +304,12 @@ func (c *Client) Views() []*pb.View {
 }
 
 // Primary returns the acting primary of a primary-mode service and true, or
-// nil and false while it has none or the service is unknown.
+// nil and false while it has none, while its primary is unconfirmed (nobody
+// vouches that it still acts: send it no writes), or the service is unknown.
+// The view still shows an unconfirmed primary, for information.
 func (c *Client) Primary(service string) (*pb.Primary, bool) {
 	v, _ := c.View(service)
-	p := v.GetPrimary()
+	p := registry.ActingPrimary(v)
 	return p, p != nil
 }
 

@@ -85,7 +85,8 @@ func (t Target) Addresses(v *pb.View) []string {
 		}
 	}
 	if role == RolePrimary {
-		if a := v.GetPrimary().GetAddress(); a != "" {
+		// An unconfirmed primary may have stopped acting: no writes to it.
+		if a := registry.ActingPrimary(v).GetAddress(); a != "" {
 			return []string{a}
 		}
 		return nil

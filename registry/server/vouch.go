@@ -35,15 +35,23 @@ import (
 // So every answer carries a term, and an answer with a term no higher than
 // an earlier one's comes from a leader already promoted in that term: a
 // rise of the lease's expiry between two such answers is a keepalive. The
-// tracker therefore starts over (nothing vouched) whenever it sees a higher
-// term or the hub's quorum come back, and from then on uses only polls sent
-// after that instant.
+// tracker therefore starts over whenever it sees a higher term or the hub's
+// quorum come back, and from then on uses only polls sent after that
+// instant to see renewals. Until it sees one, what the renewals seen before
+// the change proved still holds, and no longer: the agent renewed its lease
+// up to then, and it fences itself once it cannot renew (DESIGN, election
+// step 5), so its primary is vouched for until half the TTL is left of the
+// expiry those renewals gave, never of the expiry etcd's refresh gave. A
+// leader change thus costs a live primary nothing, while one whose agent
+// stopped is marked as if no change had happened.
 //
 // Expiry bounds: a poll sent at s, answered at r with n whole seconds left,
 // says the lease expires in [s+n, r+n+1). The lower bounds give the least
 // remaining TTL (rule a); a lower bound above an earlier upper bound proves
 // a renewal in between (rule b), whatever the poll timing and the
-// truncation to seconds.
+// truncation to seconds. So does an upper bound below an earlier lower
+// bound: only a renewal lowers an expiry, which happens when an agent
+// renews within the election timeout after a promotion.
 type vouchTracker struct {
 	// slack: a write of a primary record seen within slack after a leader
 	// change may be an entry of the old term committed late, and vouches
@@ -62,9 +70,13 @@ type leaseVouch struct {
 	polled  bool          // a poll since `since` answered
 	lo      time.Time     // greatest lower bound of the expiry seen since `since`
 	refHi   time.Time     // least upper bound of the expiry seen since `since`
+	refLo   time.Time     // greatest lower bound of the expiry seen since `since`, up to the last renewal seen
 	renewed bool          // a renewal, or a write under the lease, seen since `since`
 	wroteAt time.Time     // when a write vouched for the lease (before any poll)
 	gone    bool          // etcd says the lease does not exist
+	// carried is the lower bound of the expiry that renewals seen before
+	// the last change gave; zero when none were seen.
+	carried time.Time
 }
 
 func newVouchTracker(start time.Time, slack time.Duration) *vouchTracker {
@@ -108,7 +120,11 @@ func (t *vouchTracker) quorumBack(at time.Time) { t.reset(at) }
 func (t *vouchTracker) reset(at time.Time) {
 	t.changedAt = at
 	for id, l := range t.leases {
-		t.leases[id] = &leaseVouch{since: at, granted: l.granted}
+		carried := l.carried // a change before any renewal was seen keeps the earlier bound
+		if l.renewed && l.polled {
+			carried = l.lo
+		}
+		t.leases[id] = &leaseVouch{since: at, granted: l.granted, carried: carried, gone: l.gone}
 	}
 }
 
@@ -184,14 +200,21 @@ func (t *vouchTracker) observePoll(id clientv3.LeaseID, p leasePoll) bool {
 	l.granted = time.Duration(p.granted) * time.Second
 	lo := p.sent.Add(time.Duration(p.ttl) * time.Second)
 	hi := p.answered.Add(time.Duration(p.ttl+1) * time.Second)
-	if l.polled && lo.After(l.refHi) {
+	switch {
+	case l.polled && (lo.After(l.refHi) || hi.Before(l.refLo)):
+		// The expiry moved: a renewal. Bounds start over from this
+		// answer, as the expiry may have gone down.
 		l.renewed = true
-	}
-	if !l.polled || hi.Before(l.refHi) {
-		l.refHi = hi
-	}
-	if !l.polled || lo.After(l.lo) {
-		l.lo = lo
+		l.refHi, l.refLo, l.lo = hi, lo, lo
+	case !l.polled:
+		l.refHi, l.refLo, l.lo = hi, lo, lo
+	default:
+		if hi.Before(l.refHi) {
+			l.refHi = hi
+		}
+		if lo.After(l.refLo) {
+			l.refLo, l.lo = lo, lo
+		}
 	}
 	l.polled = true
 	return changed
@@ -202,7 +225,8 @@ func (t *vouchTracker) observePoll(id clientv3.LeaseID, p leasePoll) bool {
 //
 //	(c) its record has no lease, or etcd says the lease is gone; or
 //	(b) no renewal of the lease (nor write under it) has been seen since the
-//	    last leader change, quorum return or the tracker's start; or
+//	    last leader change, quorum return or the tracker's start, and the
+//	    renewals seen before it (if any) leave less than half the TTL; or
 //	(a) the least remaining TTL the polls allow is below half the granted
 //	    TTL: an agent renewing every TTL/3 has missed a renewal. With no
 //	    answered poll yet, a write vouches for one slack at most.
@@ -218,7 +242,7 @@ func (t *vouchTracker) unconfirmed(service string, now time.Time) bool {
 	case lease == 0 || l == nil || l.gone:
 		return true
 	case !l.renewed:
-		return true
+		return l.carried.IsZero() || l.carried.Sub(now) < l.granted/2
 	case !l.polled:
 		return now.Sub(l.wroteAt) > t.slack
 	default:

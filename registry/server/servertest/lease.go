@@ -49,3 +49,27 @@ func PutPrimary(t testing.TB, cli *clientv3.Client, key, value string) int64 {
 	}
 	return resp.Header.Revision
 }
+
+// PutLeased is PutPrimary for helpers without a testing.TB: the lease is
+// kept alive until cli is closed.
+func PutLeased(cli *clientv3.Client, key, value string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g, err := cli.Grant(ctx, 5)
+	if err != nil {
+		return 0, err
+	}
+	ch, err := cli.KeepAlive(context.Background(), g.ID)
+	if err != nil {
+		return 0, err
+	}
+	go func() {
+		for range ch { // ends when cli is closed
+		}
+	}()
+	resp, err := cli.Put(ctx, key, value, clientv3.WithLease(g.ID))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}

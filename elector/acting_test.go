@@ -1,6 +1,7 @@
 package elector
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -14,9 +15,10 @@ type fakeLease struct {
 	deadline time.Time
 }
 
-func (l *fakeLease) LeaseID() clientv3.LeaseID { return 1 }
-func (l *fakeLease) TTL() time.Duration        { return 2 * time.Second }
-func (l *fakeLease) Lost() <-chan struct{}     { return nil }
+func (l *fakeLease) LeaseID() clientv3.LeaseID   { return 1 }
+func (l *fakeLease) TTL() time.Duration          { return 2 * time.Second }
+func (l *fakeLease) Lost() <-chan struct{}       { return nil }
+func (l *fakeLease) Renew(context.Context) error { return nil }
 func (l *fakeLease) Deadline() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()

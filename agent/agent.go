@@ -33,6 +33,12 @@ type Options struct {
 	Logger *slog.Logger
 	// WriteTimeout bounds each etcd write. Default 2s.
 	WriteTimeout time.Duration
+	// GuardCommand starts the guard process when none answers on the
+	// guard socket: argv to which the socket and watchdog flags are added,
+	// e.g. [/usr/bin/understudy guard]. Empty: the guard runs inside this
+	// process on a private socket, so it fences only while this process
+	// runs (tests and understudy dev).
+	GuardCommand []string
 }
 
 // Agent registers one host and its service instances and keeps their
@@ -49,6 +55,10 @@ type Agent struct {
 	evLeaseAt time.Time
 	httpLn    net.Listener // role endpoints; nil when off
 	startedAt time.Time
+	fence     *fence // the guard of primary-mode services; nil when there are none
+
+	stMu sync.Mutex
+	st   agentState // what the state file holds
 }
 
 // instance is the live state of one configured service on this host.
@@ -148,10 +158,18 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	a.cli = cli
+	a.st = loadState(cfg.StateFile)
 	for _, in := range a.instances {
-		if in.cfg.Mode == ModePrimary {
-			in.elector = a.newElector(in)
+		if in.cfg.Mode != ModePrimary {
+			continue
 		}
+		if a.fence == nil {
+			if a.fence, err = a.newFence(); err != nil {
+				_ = cli.Close()
+				return nil, err
+			}
+		}
+		in.elector = a.newElector(in)
 	}
 	if cfg.HTTPAddr != "off" {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -162,17 +180,38 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// newFence prepares the guard of this host's primary-mode services.
+func (a *Agent) newFence() (*fence, error) {
+	socket, spawn := a.cfg.Guard.Socket, []string(nil)
+	if len(a.opts.GuardCommand) > 0 {
+		spawn = append(slices.Clone(a.opts.GuardCommand), "--socket", socket)
+		if a.cfg.Guard.Watchdog != "" {
+			spawn = append(spawn, "--watchdog", a.cfg.Guard.Watchdog, "--watchdog-timeout", a.cfg.Guard.WatchdogTimeout.String())
+		}
+	} else {
+		var err error
+		if socket, err = inProcessGuardSocket(); err != nil {
+			return nil, fmt.Errorf("guard: %w", err)
+		}
+	}
+	return newFence(a.log, socket, spawn, a.cfg.FenceMargin.Duration), nil
+}
+
 func (a *Agent) newElector(in *instance) *elector.Elector {
 	maxLag := int64(-1)
 	if in.cfg.MaxLag != nil {
 		maxLag = *in.cfg.MaxLag
 	}
+	name := in.cfg.Name
 	return elector.New(elector.Config{
-		Client: a.cli, Service: in.cfg.Name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
+		Client: a.cli, Service: name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
 		Priority: in.cfg.Priority, MaxLag: maxLag,
 		Step: a.cfg.ElectionStep.Duration, FenceMargin: a.cfg.FenceMargin.Duration,
 		HookTimeout: in.cfg.Hooks.Timeout.Duration,
 		Hooks:       execHooks{cfg: in.cfg.Hooks, log: a.log},
+		Guard:       a.fence.forService(name, a.cfg.Host, in.cfg.Hooks.Demote, in.cfg.Hooks.Timeout.Duration),
+		Restored:    a.st.Terms[name],
+		OnTerm:      func(epoch int64) { a.saveTerm(name, epoch) },
 		Local:       in.local,
 		Event: func(ev *pb.Event) {
 			select {
@@ -228,7 +267,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer func() { _ = srv.Close() }()
 	}
 
+	if a.fence != nil {
+		defer a.fence.close()
+	}
 	lease := a.resume(ctx)
+	if lease == nil {
+		// The lease of the previous run is gone, so is any role it held:
+		// its services are demoted before anything else, etcd or not.
+		for _, in := range a.instances {
+			if in.elector != nil {
+				in.elector.DemoteRestored(ctx)
+			}
+		}
+	}
 	for ctx.Err() == nil {
 		if lease == nil {
 			var err error
@@ -242,7 +293,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// A graceful stop demoted every primary role; a restart must not resume
 	// the lease and act on keys its demote hooks already gave up.
-	a.forgetLease()
+	a.saveLease(nil)
 	return nil
 }
 
@@ -268,9 +319,14 @@ func (a *Agent) grant(ctx context.Context) (*Lease, error) {
 // serve registers everything under lease and keeps it current until the
 // lease is lost (return, to be replaced) or ctx is done (revoke, return).
 func (a *Agent) serve(ctx context.Context, lease *Lease) {
+	if a.fence != nil {
+		lease.mu.Lock()
+		lease.onRenew = a.fence.renewed
+		lease.mu.Unlock()
+	}
 	kctx, stopKeepAlive := context.WithCancel(context.Background())
 	var kwg sync.WaitGroup
-	kwg.Go(func() { lease.keepAlive(kctx, a.cli) })
+	kwg.Go(func() { lease.keepAlive(kctx) })
 	defer func() { stopKeepAlive(); kwg.Wait() }()
 
 	// Electors run under this lease once everything is registered. At a
@@ -290,7 +346,7 @@ func (a *Agent) serve(ctx context.Context, lease *Lease) {
 		case <-ctx.Done():
 			stopElectors()
 			ewg.Wait()
-			if err := lease.revoke(a.cli, a.opts.WriteTimeout); err != nil {
+			if err := lease.revoke(a.opts.WriteTimeout); err != nil {
 				a.log.Warn("agent: revoking the lease failed; registrations expire after the TTL", "err", err, "ttl", lease.TTL())
 			} else {
 				a.log.Info("agent: lease revoked; instances deregistered")

@@ -3,6 +3,7 @@ package elector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -308,4 +309,18 @@ func (e *Elector) callContext(ctx context.Context, d time.Duration) (context.Con
 	}
 	dctx, cancel2 := context.WithDeadline(ctx, e.fencePoint())
 	return dctx, func() { cancel2(); cancel() }
+}
+
+// DemoteRestored runs the demote hook for the term a previous run of this
+// agent held (Config.Restored) at once. The agent calls it before Run when
+// that run's lease is gone, so that the service stops before anything
+// else, etcd reachable or not. It must not be called while Run runs.
+func (e *Elector) DemoteRestored(ctx context.Context) {
+	r := e.s.restored
+	if r == 0 {
+		return
+	}
+	e.s.restored = 0
+	e.demote(ctx, action{kind: actDemote, epoch: r, event: pb.EventKind_EVENT_KIND_DEMOTED,
+		reason: fmt.Sprintf("restarted: the lease of the term it held (epoch %d) is gone", r)})
 }

@@ -207,12 +207,12 @@ func (a *Agent) newElector(in *instance) *elector.Elector {
 		Client: a.cli, Service: name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
 		Priority: in.cfg.Priority, MaxLag: maxLag,
 		Step: a.cfg.ElectionStep.Duration, FenceMargin: a.cfg.FenceMargin.Duration,
-		HookTimeout: in.cfg.Hooks.Timeout.Duration,
-		Hooks:       execHooks{cfg: in.cfg.Hooks, log: a.log},
-		Guard:       a.fence.forService(name, a.cfg.Host, in.cfg.Hooks.Demote, in.cfg.Hooks.Timeout.Duration),
-		Restored:    a.st.Terms[name],
-		OnTerm:      func(epoch int64) { a.saveTerm(name, epoch) },
-		Local:       in.local,
+		HookTimeout: in.cfg.Hooks.Timeout.Duration, PromoteTimeout: in.cfg.Hooks.PromoteTimeout.Duration,
+		Hooks:    execHooks{cfg: in.cfg.Hooks, log: a.log},
+		Guard:    a.fence.forService(name, a.cfg.Host, in.cfg.Hooks.Demote, in.cfg.Hooks.Timeout.Duration),
+		Restored: a.st.Terms[name],
+		OnTerm:   func(epoch int64) { a.saveTerm(name, epoch) },
+		Local:    in.local,
 		Event: func(ev *pb.Event) {
 			select {
 			case a.events <- ev:

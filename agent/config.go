@@ -84,9 +84,11 @@ type HooksConfig struct {
 	// idempotent, work while the service is down or restarting, and finish
 	// within fence_margin, the time a cut-off primary has left.
 	Demote []string `yaml:"demote"`
-	// Timeout bounds each hook. Default and maximum: ttl − fence_margin,
-	// the promote window.
+	// Timeout bounds the demote hook. Default 30s.
 	Timeout Duration `yaml:"timeout"`
+	// PromoteTimeout bounds the promote hook. Default and maximum: the
+	// promote window, ttl − fence_margin.
+	PromoteTimeout Duration `yaml:"promote_timeout"`
 }
 
 // ServiceConfig is one service instance on this host.
@@ -267,8 +269,11 @@ func (c *Config) SetDefaults() {
 		if ch.Fall == nil {
 			ch.Fall = ptr(DefaultFall)
 		}
-		if !s.Hooks.Timeout.IsSet() && c.TTL.err == nil && c.FenceMargin.err == nil {
-			s.Hooks.Timeout = D(c.promoteWindow())
+		if !s.Hooks.Timeout.IsSet() {
+			s.Hooks.Timeout = D(30 * time.Second)
+		}
+		if !s.Hooks.PromoteTimeout.IsSet() && c.TTL.err == nil && c.FenceMargin.err == nil {
+			s.Hooks.PromoteTimeout = D(c.promoteWindow())
 		}
 	}
 }
@@ -378,12 +383,19 @@ func (s *ServiceConfig) validate(field string, ttl, promoteWindow time.Duration)
 			bad(name, "the command is empty")
 		}
 	}
-	if s.Hooks.Timeout.err != nil {
-		bad("hooks.timeout", "%v", s.Hooks.Timeout.err)
-	} else if s.Hooks.Timeout.IsSet() && s.Hooks.Timeout.Duration <= 0 {
-		bad("hooks.timeout", "must be positive")
-	} else if s.Mode == ModePrimary && promoteWindow > 0 && s.Hooks.Timeout.Duration > promoteWindow {
-		bad("hooks.timeout", "%v does not fit the promote window ttl − fence_margin = %v: a promotion must end before the fence point", s.Hooks.Timeout.Duration, promoteWindow)
+	for _, h := range []struct {
+		name string
+		d    Duration
+	}{{"hooks.timeout", s.Hooks.Timeout}, {"hooks.promote_timeout", s.Hooks.PromoteTimeout}} {
+		switch {
+		case h.d.err != nil:
+			bad(h.name, "%v", h.d.err)
+		case h.d.IsSet() && h.d.Duration <= 0:
+			bad(h.name, "must be positive")
+		}
+	}
+	if pt := s.Hooks.PromoteTimeout; pt.err == nil && s.Mode == ModePrimary && promoteWindow > 0 && pt.Duration > promoteWindow {
+		bad("hooks.promote_timeout", "%v does not fit the promote window ttl − fence_margin = %v: a promotion must end before the fence point", pt.Duration, promoteWindow)
 	}
 	if s.MaxLag != nil && *s.MaxLag < 0 {
 		bad("max_lag", "must not be negative, got %d", *s.MaxLag)

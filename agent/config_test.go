@@ -95,15 +95,17 @@ func TestParseConfigValid(t *testing.T) {
 			check: func(c *Config) (any, any) { return c.Services[0].Check.Timeout.Duration, 3 * time.Second },
 		},
 		{
-			name: "hook timeout defaults to the promote window",
+			name: "promote timeout defaults to the promote window",
 			src: minimalYAML + `    mode: primary
     hooks: {demote: [/bin/true]}
 `,
-			check: func(c *Config) (any, any) { return c.Services[0].Hooks.Timeout.Duration, 3750 * time.Millisecond },
+			check: func(c *Config) (any, any) {
+				return c.Services[0].Hooks.PromoteTimeout.Duration, 3750 * time.Millisecond
+			},
 		},
 		{
-			name: "guard socket defaults beside the state file",
-			src:  minimalYAML + "state_file: /var/lib/understudy/state.json\n",
+			name:  "guard socket defaults beside the state file",
+			src:   minimalYAML + "state_file: /var/lib/understudy/state.json\n",
 			check: func(c *Config) (any, any) { return c.Guard.Socket, "/var/lib/understudy/guard.sock" },
 		},
 		{
@@ -325,11 +327,11 @@ services:
 			want: []string{"services[0].hooks.demote", "required"},
 		},
 		{
-			name: "hook timeout past the promote window",
+			name: "promote timeout past the promote window",
 			src: minimalYAML + `    mode: primary
-    hooks: {demote: [/bin/true], timeout: 4s}
+    hooks: {demote: [/bin/true], promote_timeout: 4s}
 `,
-			want: []string{"services[0].hooks.timeout", "promote window", "3.75s"},
+			want: []string{"services[0].hooks.promote_timeout", "promote window", "3.75s"},
 		},
 		{
 			name: "relative guard socket",

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"maps"
+	"os"
 	"path/filepath"
 	"time"
 

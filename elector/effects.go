@@ -123,7 +123,7 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 	if e.cfg.OnTerm != nil {
 		e.cfg.OnTerm(epoch)
 	}
-	hctx, cancel := e.hookContext(ctx, fenceAt)
+	hctx, cancel := e.hookContext(ctx, e.cfg.PromoteTimeout, fenceAt)
 	err := e.cfg.Hooks.Promote(hctx, t)
 	cancel()
 	if err != nil {
@@ -230,7 +230,7 @@ func (e *Elector) demote(ctx context.Context, a action) bool {
 	e.acting.Store(false)
 	first := e.s.demoteDue == ""
 	e.log.Info("elector: demoting", "epoch", a.epoch, "reason", a.reason)
-	hctx, cancel := e.hookContext(ctx, time.Time{})
+	hctx, cancel := e.hookContext(ctx, e.cfg.HookTimeout, time.Time{})
 	err := e.cfg.Hooks.Demote(hctx, Transition{Service: e.cfg.Service, Host: e.cfg.Host, Role: "standby", Epoch: a.epoch, Reason: a.reason})
 	cancel()
 	if err != nil {
@@ -288,13 +288,13 @@ func (e *Elector) writeMark(ctx context.Context, a action) {
 	e.s.markWritten = a.freshness
 }
 
-// hookContext bounds a hook by the hook timeout and, when deadline is set,
-// by it: past the fence point a promotion must not still be under way.
-func (e *Elector) hookContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+// hookContext bounds a hook by timeout and, when deadline is set, by it:
+// past the fence point a promotion must not still be under way.
+func (e *Elector) hookContext(ctx context.Context, timeout time.Duration, deadline time.Time) (context.Context, context.CancelFunc) {
 	if ctx.Err() != nil {
 		ctx = context.Background() // a graceful stop still runs its hooks
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.HookTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	if deadline.IsZero() {
 		return ctx, cancel
 	}

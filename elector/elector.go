@@ -92,10 +92,12 @@ type Config struct {
 	// deadline when renewals stop. The demote hook must finish within it.
 	// Default a quarter of the TTL, at least 200ms.
 	FenceMargin time.Duration
-	// HookTimeout bounds each hook run. A promote hook is also bounded by
-	// the fence point. Default 10s.
+	// HookTimeout bounds each demote hook run. Default 30s.
 	HookTimeout time.Duration
-	Hooks       Hooks
+	// PromoteTimeout bounds each promote hook run; the fence point bounds
+	// it too. Default: no bound but the fence point.
+	PromoteTimeout time.Duration
+	Hooks          Hooks
 	// Guard, when set, fences the service even if this process stops.
 	Guard Guard
 	Local func() Local
@@ -139,7 +141,10 @@ func New(cfg Config) *Elector {
 		cfg.Step = 100 * time.Millisecond
 	}
 	if cfg.HookTimeout <= 0 {
-		cfg.HookTimeout = 10 * time.Second
+		cfg.HookTimeout = 30 * time.Second
+	}
+	if cfg.PromoteTimeout <= 0 {
+		cfg.PromoteTimeout = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

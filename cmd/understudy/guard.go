@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,6 +48,9 @@ successful demote: the kernel then resets the host.`,
 				return err
 			}
 			cfg.Logger = log
+			// A closed terminal or log reader must not kill the guard
+			// without its demotes: only SIGTERM and SIGINT stop it, gracefully.
+			signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 			ctx, stop := signalContext()
 			defer stop()
 			return guard.Serve(ctx, cfg)

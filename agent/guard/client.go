@@ -211,20 +211,26 @@ func (c *Client) drop() error {
 }
 
 func (c *Client) roundTrip(ctx context.Context, req request) (response, error) {
-	dl, _ := ctx.Deadline() // zero: none
-	if err := c.conn.SetDeadline(dl); err != nil {
+	conn := c.conn
+	dl, hasDeadline := ctx.Deadline() // zero: none
+	if err := conn.SetDeadline(dl); err != nil {
 		return response{}, fmt.Errorf("guard: %w", err)
 	}
 	// A cancelled ctx without a deadline interrupts the I/O too.
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	resp, err := c.exchange(req)
+	if err != nil {
+		// The connection's deadline can pass a moment before ctx says so.
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = fmt.Errorf("guard: %w", ctxErr)
+		} else if hasDeadline && !time.Now().Before(dl) {
+			err = fmt.Errorf("guard: %w", context.DeadlineExceeded)
+		}
+	}
 	if !stop() {
 		// The deadline was set in the past, or is being: this connection
 		// cannot be trusted with the next call.
 		c.drop()
-		if err != nil {
-			return response{}, fmt.Errorf("guard: %w", ctx.Err())
-		}
 	}
 	return resp, err
 }

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Errors a Client returns for requests the guard refused; they wrap the
-// guard's own message.
+// Errors of Serve and of a Client. A Client's errors for requests the guard
+// refused wrap the sentinel with the guard's own message.
 var (
 	// ErrRunning: another guard already answers on the socket.
 	ErrRunning = errors.New("a guard already answers on this socket")

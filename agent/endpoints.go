@@ -115,8 +115,13 @@ func (p *prober) apply(before []string, ok []bool) []string {
 	}
 	// Listed first, so reconnecting streams cannot pick the member again.
 	p.cli.SetEndpoints(use...)
-	for _, ep := range down {
-		p.conns.closeAll(dialAddr(ep))
+	// Close what just stopped answering, and whatever is not used: a member
+	// that froze while none answered (its leader gone too) is only left
+	// once the others answer again, and must not keep streams then.
+	for _, ep := range p.all {
+		if slices.Contains(down, ep) || !slices.Contains(use, ep) {
+			p.conns.closeAll(dialAddr(ep))
+		}
 	}
 	return now
 }

@@ -11,12 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -48,6 +50,8 @@ type Agent struct {
 	opts      Options
 	log       *slog.Logger
 	cli       *clientv3.Client
+	prober    *prober
+	lease     atomic.Pointer[Lease] // of the current serve, for tests
 	instances []*instance
 	changed   chan struct{} // capacity 1: some instance's health changed
 	events    chan *pb.Event
@@ -142,16 +146,28 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		}
 		a.instances = append(a.instances, in)
 	}
+	conns := newConnTracker()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
-		// Notice a silently dead connection (partition, frozen member) within
-		// a few seconds and move to another endpoint.
+		// Close a silently dead connection eventually. gRPC raises the ping
+		// interval to at least 10 s, so this is a backstop: the prober
+		// (endpoints.go) is what moves off an unresponsive member quickly.
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time: time.Second, Timeout: time.Second, PermitWithoutStream: true,
-		})},
+		DialOptions: []grpc.DialOption{
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{
+				Time: time.Second, Timeout: time.Second, PermitWithoutStream: true,
+			}),
+			// The prober closes connections through this dialer.
+			grpc.WithContextDialer(conns.dial),
+			// Reconnect to a member that was down within seconds of its
+			// return, not after gRPC's default backoff of up to two minutes.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		},
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
@@ -159,6 +175,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	}
 	a.cli = cli
 	a.st = loadState(cfg.StateFile)
+	a.prober = newProber(cli, cfg.EtcdEndpoints, registry.HostKey(cfg.Host), conns, a.log)
 	for _, in := range a.instances {
 		if in.cfg.Mode != ModePrimary {
 			continue
@@ -245,6 +262,12 @@ func (a *Agent) Acting(service string) bool {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.cli.Close()
 	a.startedAt = time.Now()
+	// The prober outlives everything below but the client: a graceful
+	// stop's resign and revoke must not wait on an unresponsive member.
+	probeCtx, stopProbe := context.WithCancel(context.Background())
+	var pwg sync.WaitGroup
+	pwg.Go(func() { a.prober.run(probeCtx) })
+	defer func() { stopProbe(); pwg.Wait() }()
 	var wg sync.WaitGroup
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	defer func() { stopChecks(); wg.Wait() }()
@@ -288,6 +311,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		a.saveLease(lease)
+		a.lease.Store(lease)
 		a.serve(ctx, lease)
 		lease = nil
 	}

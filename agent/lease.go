@@ -75,6 +75,13 @@ func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 func (l *Lease) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 
+// renewTimeout bounds one renewal attempt. A member answers a renewal in
+// milliseconds (no raft write); one that does not within a second is frozen
+// or cut off, and the attempt is better repeated on another member than
+// waited for. clientv3's KeepAliveOnce itself retries at once when the
+// prober closes the connection under it (Unavailable).
+const renewTimeout = time.Second
+
 // keepAlive renews the lease every TTL/3 until ctx is done or the lease is
 // lost: etcd says it no longer exists, or the deadline passes without an
 // answered renewal (etcd unreachable for a whole TTL).
@@ -90,7 +97,7 @@ func (l *Lease) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		actx, cancel := context.WithTimeout(ctx, period)
+		actx, cancel := context.WithTimeout(ctx, min(period, renewTimeout))
 		err := l.renew(actx)
 		cancel()
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -101,9 +108,15 @@ func (l *Lease) keepAlive(ctx context.Context) {
 			l.markLost()
 			return
 		}
-		// Retry sooner after a failure so a brief outage costs little.
+		// Retry sooner after a failure so a brief outage costs little: at
+		// once after a timeout (the wait is already spent; round robin
+		// sends the retry to another member), after a pause otherwise so
+		// a member that refuses at once is not hammered.
 		next := period
-		if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			next = 0
+		case err != nil:
 			next = min(period, 250*time.Millisecond)
 		}
 		t.Reset(next)

@@ -118,7 +118,7 @@ func startTwoServiceAgent(t *testing.T, endpoints []string, ttl time.Duration) (
 		Host: "h1", Zone: "z1", EtcdEndpoints: endpoints, TTL: agent.D(ttl), HTTPAddr: "off",
 		ElectionStep: agent.D(50 * time.Millisecond),
 		Services: []agent.ServiceConfig{
-			{Name: "db", Mode: agent.ModePrimary, Address: svcs[0].Addr(), Check: check},
+			{Name: "db", Mode: agent.ModePrimary, Address: svcs[0].Addr(), Check: check, Hooks: agent.HooksConfig{Demote: []string{"true"}}},
 			{Name: "cache", Mode: agent.ModePool, Address: svcs[1].Addr(), Check: check},
 		},
 	}

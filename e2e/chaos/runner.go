@@ -41,7 +41,8 @@ type Config struct {
 	// TTL of the agents' leases (deploy/compose/agents): faults that last
 	// "past the TTL" are held this long and more.
 	TTL time.Duration
-	// Writers and Watchers following the primary. Defaults 2 and 3.
+	// Writers and Watchers following the primary. Defaults 2 and 3. In
+	// noask mode every other writer holds its connection (see writer).
 	Writers, Watchers int
 	// RecoverWithin bounds each round's wait for a primary; SteadyWithin
 	// the wait for every registration to come back. Defaults 30s and 120s.
@@ -199,7 +200,9 @@ func (rn *runner) startWorkload(ctx context.Context, wg *sync.WaitGroup) error {
 		return append(slices.Clone(addrs[i:]), addrs[:i]...)
 	}
 	for i := range rn.cfg.Writers {
-		w, err := newWriter(ctx, fmt.Sprintf("writer%d", i+1), rn.noask(), rotate(i), rn.cfg.ClientLog)
+		// In noask mode writer1, 3… hold their connection, writer2, 4… follow
+		// the registry on each write.
+		w, err := newWriter(ctx, fmt.Sprintf("writer%d", i+1), rn.noask(), i%2 == 0, rotate(i), rn.cfg.ClientLog)
 		if err != nil {
 			return err
 		}
@@ -289,9 +292,12 @@ func (rn *runner) checkStray(ctx context.Context, r *round) {
 	start := time.Now()
 	deadline := start.Add(3 * rn.cfg.TTL)
 	for {
-		strays := rn.strays(ctx)
-		if len(strays) == 0 {
+		strays, down := rn.strays(ctx)
+		if len(strays) == 0 && down == 0 {
 			return
+		}
+		if len(strays) == 0 && time.Now().After(deadline) {
+			return // waitSteady reports a database that stays down
 		}
 		if time.Now().After(deadline) {
 			for _, st := range strays {
@@ -312,23 +318,24 @@ func (rn *runner) checkStray(ctx context.Context, r *round) {
 }
 
 // strays are the running database servers that act as primary of another
-// term than the registry's primary.
-func (rn *runner) strays(ctx context.Context) []kvdemo.State {
+// term than the registry's primary; down counts those that did not answer
+// (a restarted host's server comes back as primary of its last term).
+func (rn *runner) strays(ctx context.Context) (out []kvdemo.State, down int) {
 	p, ok := rn.status.Primary(dbService)
-	var out []kvdemo.State
 	for _, h := range rn.cfg.Cluster.Hosts {
 		if !h.DB {
 			continue
 		}
 		st, err := rn.cfg.Cluster.KVState(ctx, h)
-		if err != nil || st.Role != kvdemo.RolePrimary {
-			continue // down, or a standby
+		if err != nil {
+			down++
+			continue
 		}
-		if !ok || st.Host != p.GetHost() || st.Epoch != p.GetEpoch() {
+		if st.Role == kvdemo.RolePrimary && (!ok || st.Host != p.GetHost() || st.Epoch != p.GetEpoch()) {
 			out = append(out, st)
 		}
 	}
-	return out
+	return out, down
 }
 
 func (rn *runner) primaryText() string {

@@ -32,14 +32,22 @@ type Ack struct {
 // application would.
 //
 // In ask mode it asks the registry client for the primary before each
-// write and sends that primary's epoch. In noask mode it behaves like a
-// PostgreSQL client (libpq with target_session_attrs=read-write): it keeps
-// one keep-alive connection to the host it writes to and sends there until
-// that host refuses or fails (an error, a timeout); only then does it ask
-// the registry again and connect anew. It sends no epoch.
+// write and sends that primary's epoch. In noask mode it sends no epoch,
+// and either holds its connection or follows the registry:
+//
+//   - holding, it behaves like a PostgreSQL client (libpq with
+//     target_session_attrs=read-write): it keeps one keep-alive connection
+//     to the host it writes to and sends there until that host refuses or
+//     fails (an error, a timeout); only then does it ask the registry again
+//     and connect anew;
+//   - following, it is every new client: it asks the registry before each
+//     write and connects afresh. Without one, an old primary that goes on
+//     taking writes on held connections would never meet a new one taking
+//     writes too, and a split brain would go unobserved.
 type writer struct {
 	name    string
 	noask   bool
+	holds   bool // noask mode: hold the connection (else follow)
 	cli     *client.Client
 	http    *http.Client // ask mode
 	lastSeq int64        // run's goroutine only
@@ -66,12 +74,16 @@ func follow(ctx context.Context, addrs []string, log *slog.Logger) (*client.Clie
 // writeTimeout bounds one write, connecting included.
 const writeTimeout = time.Second
 
-func newWriter(ctx context.Context, name string, noask bool, addrs []string, log *slog.Logger) (*writer, error) {
+func newWriter(ctx context.Context, name string, noask, holds bool, addrs []string, log *slog.Logger) (*writer, error) {
 	cli, err := follow(ctx, addrs, log)
 	if err != nil {
 		return nil, err
 	}
-	return &writer{name: name, noask: noask, cli: cli, http: &http.Client{Timeout: writeTimeout}}, nil
+	c := &http.Client{Timeout: writeTimeout}
+	if noask && !holds {
+		c.Transport = &http.Transport{DisableKeepAlives: true} // a new connection each write
+	}
+	return &writer{name: name, noask: noask, holds: holds, cli: cli, http: c}, nil
 }
 
 // heldConn is a noask writer's connection to one host: a transport that
@@ -100,7 +112,7 @@ func (w *writer) run(ctx context.Context) {
 		}
 	}()
 	for ctx.Err() == nil {
-		if w.noask {
+		if w.noask && w.holds {
 			w.writeHeld(ctx)
 		} else if p, ok := w.cli.Primary(dbService); ok && p.GetEpoch() > 0 {
 			w.write(ctx, p)
@@ -115,6 +127,9 @@ func (w *writer) run(ctx context.Context) {
 func (w *writer) write(ctx context.Context, p *pb.Primary) {
 	w.lastSeq++
 	req := kvdemo.WriteRequest{Key: w.name, Value: fmt.Sprint(w.lastSeq), Epoch: p.GetEpoch(), Writer: w.name, Seq: w.lastSeq}
+	if w.noask {
+		req.Epoch = 0 // a PostgreSQL client knows no epoch
+	}
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.GetAddress()+"/write", bytes.NewReader(body))
 	if err != nil {

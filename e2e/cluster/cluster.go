@@ -149,7 +149,12 @@ func (c *Cluster) EtcdEndpoints() []string {
 // Up removes what an earlier run left behind and starts every host.
 func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.Down(ctx); err != nil {
-		return err
+		// Docker can keep a stale endpoint on a network a cut zone was
+		// disconnected from and reconnected to; compose reuses the network.
+		if !strings.Contains(err.Error(), "has active endpoints") {
+			return err
+		}
+		c.Log("a network outlived its containers; reusing it: %v", err)
 	}
 	_, err := c.compose(ctx, "up", "-d")
 	return err

@@ -240,6 +240,17 @@ func (c *procCluster) waitRegistered(host string) {
 	})
 }
 
+// startPair starts a1, waits until it is primary, then starts a2 and waits
+// until it could take over; it returns a1's epoch.
+func (c *procCluster) startPair() int64 {
+	c.t.Helper()
+	c.start("a1")
+	e1 := c.waitPrimary("a1", 0, 10*procTTL)
+	c.start("a2")
+	c.waitRegistered("a2")
+	return e1
+}
+
 // hookLine is one line of the hook log.
 type hookLine struct {
 	at     time.Time
@@ -353,10 +364,7 @@ func (c *procCluster) role(host string) string {
 // the standby is promoted.
 func TestFrozenAgentIsFencedByItsGuard(t *testing.T) {
 	c := newProcCluster(t, "a1", "a2")
-	c.start("a1")
-	e1 := c.waitPrimary("a1", 0, 10*procTTL)
-	c.start("a2")
-	c.waitRegistered("a2")
+	e1 := c.startPair()
 
 	frozen := time.Now()
 	c.signal("a1", syscall.SIGSTOP)
@@ -393,10 +401,7 @@ func TestFrozenAgentIsFencedByItsGuard(t *testing.T) {
 // finding the term its state file names gone, demotes first.
 func TestKilledAgentRestartedLateDemotesFirst(t *testing.T) {
 	c := newProcCluster(t, "a1", "a2")
-	c.start("a1")
-	e1 := c.waitPrimary("a1", 0, 10*procTTL)
-	c.start("a2")
-	c.waitRegistered("a2")
+	e1 := c.startPair()
 
 	killed := time.Now()
 	c.signal("a1", syscall.SIGKILL)
@@ -433,10 +438,7 @@ func TestSlowPromoteThroughSwitchovers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(c.dir, "promote-sleep"), []byte("1.2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.start("a1")
-	epoch := c.waitPrimary("a1", 0, 10*procTTL)
-	c.start("a2")
-	c.waitRegistered("a2")
+	epoch := c.startPair()
 	reg := c.etcd.Registry(t, 0)
 	from, to := "a1", "a2"
 	for range 4 {

@@ -83,6 +83,17 @@ func (f *fence) connect(ctx context.Context) (*guard.Client, error) {
 	}
 }
 
+// refused reports whether the guard answered and said no, as opposed to not
+// answering at all.
+func refused(err error) bool {
+	for _, r := range []error{guard.ErrStaleEpoch, guard.ErrDemoted, guard.ErrDemoting, guard.ErrBadRequest} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}
+
 // close disconnects; armed terms stay armed in a guard process.
 func (f *fence) close() {
 	f.mu.Lock()
@@ -122,7 +133,19 @@ func (f *fence) armLocked(ctx context.Context, a guard.Arm, fenceAt time.Time) e
 		return err
 	}
 	a.FenceIn = time.Until(fenceAt)
-	if err := cli.Arm(ctx, a); err != nil {
+	err = cli.Arm(ctx, a)
+	if err != nil && !refused(err) && f.spawn != nil {
+		// The guard process is gone (killed, crashed): start a new one
+		// and arm it, or this host could never act again.
+		f.log.Warn("agent: the guard does not answer; starting it again", "err", err)
+		_ = cli.Close()
+		f.cli = nil
+		if cli, err = f.connect(ctx); err == nil {
+			a.FenceIn = time.Until(fenceAt)
+			err = cli.Arm(ctx, a)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	f.terms[a.Service] = a

@@ -162,14 +162,9 @@ func (c *procCluster) killGuard(h *procHost) {
 	}
 }
 
-func peerPIDOrZero(socket string) (pid int) {
-	defer func() {
-		if recover() != nil {
-			pid = 0
-		}
-	}()
-	t := &testing.T{}
-	return peerPID(t, socket)
+func peerPIDOrZero(socket string) int {
+	pid, _ := socketPeerPID(socket)
+	return pid
 }
 
 // start starts a host's agent process.
@@ -460,4 +455,25 @@ func TestSlowPromoteThroughSwitchovers(t *testing.T) {
 	if !slices.IsSorted(epochs) || len(epochs) < 5 {
 		t.Errorf("terms in order of start: epochs %v; want 5 or more, increasing", epochs)
 	}
+}
+
+// The guard process killed under a running primary: the agent starts it
+// again at the next renewal and arms it, and the primary keeps its role.
+func TestKilledGuardIsStartedAgain(t *testing.T) {
+	c := newProcCluster(t, "a1", "a2")
+	e1 := c.startPair()
+	old := peerPID(t, c.hosts["a1"].socket)
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	servertest.WaitUntil(t, 3*procTTL, "a new guard for a1", func() bool {
+		pid := peerPIDOrZero(c.hosts["a1"].socket)
+		return pid > 0 && pid != old
+	})
+	// Two more renewals, each arming the new guard.
+	time.Sleep(procTTL)
+	if h, e := c.primary(); h != "a1" || e != e1 {
+		t.Errorf("primary %s@%d after the guard was restarted; want a1@%d kept", h, e, e1)
+	}
+	c.checkNoOverlap()
 }

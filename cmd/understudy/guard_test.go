@@ -63,23 +63,34 @@ func buildUnderstudy(t *testing.T) string {
 // peerPID is the pid of the process answering on a unix socket.
 func peerPID(t *testing.T, socket string) int {
 	t.Helper()
-	c, err := net.Dial("unix", socket)
+	pid, err := socketPeerPID(socket)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return pid
+}
+
+func socketPeerPID(socket string) (int, error) {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return 0, err
 	}
 	defer c.Close()
 	raw, err := c.(*net.UnixConn).SyscallConn()
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || credErr != nil {
-		t.Fatal(err, credErr)
+	}); err != nil {
+		return 0, err
 	}
-	return int(cred.Pid)
+	if credErr != nil {
+		return 0, credErr
+	}
+	return int(cred.Pid), nil
 }
 
 // A real guard process started by Ensure lives in a session of its own,

@@ -22,11 +22,12 @@ const (
 	AgentKill      = "agent-kill"      // SIGKILL of the primary's agent, restarted after 2×TTL
 	EtcdFreeze     = "etcd-freeze"     // SIGSTOP of the etcd member on the primary's host for 3×TTL
 	SlowCheck      = "slow-check"      // the standby down, then the primary's check too slow
+	ServiceFreeze  = "service-freeze"  // SIGSTOP of the primary's database process for 3×TTL
 )
 
 // Kinds lists every fault kind.
 var Kinds = []string{HostCrash, ServiceCrash, HostFreeze, ZoneCut, DCDark, EtcdLeader, FullRestart, RollingRestart,
-	AgentFreeze, AgentKill, EtcdFreeze, SlowCheck}
+	AgentFreeze, AgentKill, EtcdFreeze, SlowCheck, ServiceFreeze}
 
 // fault is one kind of failure: inject breaks something, heal repairs it.
 type fault struct {
@@ -150,6 +151,20 @@ func (rn *runner) faults() map[string]fault {
 				return r.primaryBefore + "/agent", c.Signal(ctx, primary(r), "agent", "STOP")
 			},
 			heal:    func(ctx context.Context, r *round) error { return c.Signal(ctx, primary(r), "agent", "CONT") },
+			holdFor: 3 * ttl,
+			timed:   true,
+		},
+		ServiceFreeze: {
+			// A database that hangs: its check times out, and the demote
+			// hook cannot reach it. The hook records the demotion on disk
+			// and kills the process (it restarts as a standby); until the
+			// hook succeeded the old primary keeps its leader key, so no
+			// standby is promoted over a database that may wake up writable.
+			mustMove: always,
+			inject: func(ctx context.Context, r *round) (string, error) {
+				return r.primaryBefore + "/app", c.Signal(ctx, primary(r), "app", "STOP")
+			},
+			heal:    func(ctx context.Context, r *round) error { return c.Signal(ctx, primary(r), "app", "CONT") },
 			holdFor: 3 * ttl,
 			timed:   true,
 		},

@@ -175,6 +175,7 @@ func hookCmd(args []string) error {
 	fs := flag.NewFlagSet("hook", flag.ExitOnError)
 	kv := fs.String("kv", "http://127.0.0.1:8080", "kv server's base URL")
 	data := fs.String("data", "/data/kv", "kv server's data directory, where a demotion is recorded first")
+	app := fs.String("app", "app", "supervised process name of the kv server, killed when it does not answer a demotion (empty: never)")
 	parse(fs, args)
 	role := os.Getenv("UNDERSTUDY_ROLE")
 	epoch, err := strconv.ParseInt(os.Getenv("UNDERSTUDY_EPOCH"), 10, 64)
@@ -187,11 +188,26 @@ func hookCmd(args []string) error {
 		}
 	}
 	body, _ := json.Marshal(kvdemo.RoleRequest{Role: role, Epoch: epoch})
-	c := &http.Client{Timeout: 5 * time.Second}
+	timeout := 5 * time.Second
+	if role == kvdemo.RoleStandby {
+		timeout = time.Second // a demotion must fit in the fence margin
+	}
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Post(*kv+"/role", "application/json", bytes.NewReader(body))
 	if err != nil {
 		if role == kvdemo.RoleStandby && errors.Is(err, syscall.ECONNREFUSED) {
 			fmt.Printf("standby: kv is down; recorded in %s\n", *data)
+			return nil
+		}
+		if role == kvdemo.RoleStandby && *app != "" {
+			// The server hangs: it cannot be told, so it must not run on.
+			// It restarts as the standby its role file now says it is,
+			// as pg_ctl stop -m immediate leaves a PostgreSQL behind
+			// standby.signal.
+			if kerr := supervise.Kill(runDir, *app, syscall.SIGKILL); kerr != nil {
+				return fmt.Errorf("kv did not answer (%v), and killing it failed: %w", err, kerr)
+			}
+			fmt.Printf("standby: kv did not answer (%v); killed it, it restarts as standby\n", err)
 			return nil
 		}
 		return err

@@ -86,15 +86,18 @@ images:
 	docker build -q -t understudy:dev -f deploy/images/understudy.Dockerfile $(BIN)/image
 	docker build -q -t understudy-e2e:dev -f e2e/Dockerfile $(BIN)/image
 
-## e2e: five hosts in three zones as containers (deploy/compose): topology checks and every fault kind once
+## e2e: five hosts in three zones as containers (deploy/compose): topology checks and every fault kind once (MODE, default noask)
 e2e: images
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
+	E2E_MODE=$(MODE) $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/
 
 ## chaos: ROUNDS faults in the order SEED gives on the same topology; a table per fault kind, JSON in bin/chaos.json
+## MODE=noask (default): the demo database takes writes like PostgreSQL; MODE=ask: it asks its agent first
 ROUNDS ?= 100
 SEED   ?= 0
+MODE   ?= noask
+KINDS  ?=
 chaos: images
-	$(GO) run ./e2e/cmd/understudy-chaos -rounds $(ROUNDS) -seed $(SEED) -json $(BIN)/chaos.json
+	$(GO) run ./e2e/cmd/understudy-chaos -rounds $(ROUNDS) -seed $(SEED) -mode $(MODE) -kinds "$(KINDS)" -json $(BIN)/chaos.json
 
 clean:
 	rm -rf $(BIN)

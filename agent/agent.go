@@ -11,12 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,6 +35,12 @@ type Options struct {
 	Logger *slog.Logger
 	// WriteTimeout bounds each etcd write. Default 2s.
 	WriteTimeout time.Duration
+	// GuardCommand starts the guard process when none answers on the
+	// guard socket: argv to which the socket and watchdog flags are added,
+	// e.g. [/usr/bin/understudy guard]. Empty: the guard runs inside this
+	// process on a private socket, so it fences only while this process
+	// runs (tests and understudy dev).
+	GuardCommand []string
 }
 
 // Agent registers one host and its service instances and keeps their
@@ -42,6 +50,8 @@ type Agent struct {
 	opts      Options
 	log       *slog.Logger
 	cli       *clientv3.Client
+	prober    *prober
+	lease     atomic.Pointer[Lease] // of the current serve, for tests
 	instances []*instance
 	changed   chan struct{} // capacity 1: some instance's health changed
 	events    chan *pb.Event
@@ -49,6 +59,10 @@ type Agent struct {
 	evLeaseAt time.Time
 	httpLn    net.Listener // role endpoints; nil when off
 	startedAt time.Time
+	fence     *fence // the guard of primary-mode services; nil when there are none
+
+	stMu sync.Mutex
+	st   agentState // what the state file holds
 }
 
 // instance is the live state of one configured service on this host.
@@ -132,26 +146,47 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		}
 		a.instances = append(a.instances, in)
 	}
+	conns := newConnTracker()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
-		// Notice a silently dead connection (partition, frozen member) within
-		// a few seconds and move to another endpoint.
+		// Close a silently dead connection eventually. gRPC raises the ping
+		// interval to at least 10 s, so this is a backstop: the prober
+		// (endpoints.go) is what moves off an unresponsive member quickly.
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time: time.Second, Timeout: time.Second, PermitWithoutStream: true,
-		})},
+		DialOptions: []grpc.DialOption{
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{
+				Time: time.Second, Timeout: time.Second, PermitWithoutStream: true,
+			}),
+			// The prober closes connections through this dialer.
+			grpc.WithContextDialer(conns.dial),
+			// Reconnect to a member that was down within seconds of its
+			// return, not after gRPC's default backoff of up to two minutes.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		},
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	a.cli = cli
+	a.st = loadState(cfg.StateFile)
+	a.prober = newProber(cli, cfg.EtcdEndpoints, registry.HostKey(cfg.Host), conns, a.log)
 	for _, in := range a.instances {
-		if in.cfg.Mode == ModePrimary {
-			in.elector = a.newElector(in)
+		if in.cfg.Mode != ModePrimary {
+			continue
 		}
+		if a.fence == nil {
+			if a.fence, err = a.newFence(); err != nil {
+				_ = cli.Close()
+				return nil, err
+			}
+		}
+		in.elector = a.newElector(in)
 	}
 	if cfg.HTTPAddr != "off" {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -162,18 +197,39 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// newFence prepares the guard of this host's primary-mode services.
+func (a *Agent) newFence() (*fence, error) {
+	socket, spawn := a.cfg.Guard.Socket, []string(nil)
+	if len(a.opts.GuardCommand) > 0 {
+		spawn = append(slices.Clone(a.opts.GuardCommand), "--socket", socket)
+		if a.cfg.Guard.Watchdog != "" {
+			spawn = append(spawn, "--watchdog", a.cfg.Guard.Watchdog, "--watchdog-timeout", a.cfg.Guard.WatchdogTimeout.String())
+		}
+	} else {
+		var err error
+		if socket, err = inProcessGuardSocket(); err != nil {
+			return nil, fmt.Errorf("guard: %w", err)
+		}
+	}
+	return newFence(a.log, socket, spawn, a.cfg.FenceMargin.Duration), nil
+}
+
 func (a *Agent) newElector(in *instance) *elector.Elector {
 	maxLag := int64(-1)
 	if in.cfg.MaxLag != nil {
 		maxLag = *in.cfg.MaxLag
 	}
+	name := in.cfg.Name
 	return elector.New(elector.Config{
-		Client: a.cli, Service: in.cfg.Name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
+		Client: a.cli, Service: name, Host: a.cfg.Host, Zone: a.cfg.Zone, Address: in.address,
 		Priority: in.cfg.Priority, MaxLag: maxLag,
 		Step: a.cfg.ElectionStep.Duration, FenceMargin: a.cfg.FenceMargin.Duration,
-		HookTimeout: in.cfg.Hooks.Timeout.Duration,
-		Hooks:       execHooks{cfg: in.cfg.Hooks, log: a.log},
-		Local:       in.local,
+		HookTimeout: in.cfg.Hooks.Timeout.Duration, PromoteTimeout: in.cfg.Hooks.PromoteTimeout.Duration,
+		Hooks:    execHooks{cfg: in.cfg.Hooks, log: a.log},
+		Guard:    a.fence.forService(name, a.cfg.Host, in.cfg.Hooks.Demote, in.cfg.Hooks.Timeout.Duration),
+		Restored: a.st.Terms[name],
+		OnTerm:   func(epoch int64) { a.saveTerm(name, epoch) },
+		Local:    in.local,
 		Event: func(ev *pb.Event) {
 			select {
 			case a.events <- ev:
@@ -206,6 +262,12 @@ func (a *Agent) Acting(service string) bool {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.cli.Close()
 	a.startedAt = time.Now()
+	// The prober outlives everything below but the client: a graceful
+	// stop's resign and revoke must not wait on an unresponsive member.
+	probeCtx, stopProbe := context.WithCancel(context.Background())
+	var pwg sync.WaitGroup
+	pwg.Go(func() { a.prober.run(probeCtx) })
+	defer func() { stopProbe(); pwg.Wait() }()
 	var wg sync.WaitGroup
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	defer func() { stopChecks(); wg.Wait() }()
@@ -228,7 +290,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer func() { _ = srv.Close() }()
 	}
 
+	if a.fence != nil {
+		defer a.fence.close()
+	}
 	lease := a.resume(ctx)
+	if lease == nil {
+		// The lease of the previous run is gone, so is any role it held:
+		// its services are demoted before anything else, etcd or not.
+		for _, in := range a.instances {
+			if in.elector != nil {
+				in.elector.DemoteRestored(ctx)
+			}
+		}
+	}
 	for ctx.Err() == nil {
 		if lease == nil {
 			var err error
@@ -237,12 +311,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		a.saveLease(lease)
+		a.lease.Store(lease)
 		a.serve(ctx, lease)
 		lease = nil
 	}
 	// A graceful stop demoted every primary role; a restart must not resume
 	// the lease and act on keys its demote hooks already gave up.
-	a.forgetLease()
+	a.saveLease(nil)
 	return nil
 }
 
@@ -268,9 +343,14 @@ func (a *Agent) grant(ctx context.Context) (*Lease, error) {
 // serve registers everything under lease and keeps it current until the
 // lease is lost (return, to be replaced) or ctx is done (revoke, return).
 func (a *Agent) serve(ctx context.Context, lease *Lease) {
+	if a.fence != nil {
+		lease.mu.Lock()
+		lease.onRenew = a.fence.renewed
+		lease.mu.Unlock()
+	}
 	kctx, stopKeepAlive := context.WithCancel(context.Background())
 	var kwg sync.WaitGroup
-	kwg.Go(func() { lease.keepAlive(kctx, a.cli) })
+	kwg.Go(func() { lease.keepAlive(kctx) })
 	defer func() { stopKeepAlive(); kwg.Wait() }()
 
 	// Electors run under this lease once everything is registered. At a
@@ -290,7 +370,7 @@ func (a *Agent) serve(ctx context.Context, lease *Lease) {
 		case <-ctx.Done():
 			stopElectors()
 			ewg.Wait()
-			if err := lease.revoke(a.cli, a.opts.WriteTimeout); err != nil {
+			if err := lease.revoke(a.opts.WriteTimeout); err != nil {
 				a.log.Warn("agent: revoking the lease failed; registrations expire after the TTL", "err", err, "ttl", lease.TTL())
 			} else {
 				a.log.Info("agent: lease revoked; instances deregistered")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -41,10 +42,32 @@ type Config struct {
 	// campaigning for a free primary role. Default 100ms.
 	ElectionStep Duration `yaml:"election_step"`
 	// FenceMargin: a primary that cannot renew its lease demotes itself this
-	// long before the lease could expire. Default a quarter of the TTL.
+	// long before the lease could expire, and its demote hook must finish
+	// within it. Default a quarter of the TTL.
 	FenceMargin Duration `yaml:"fence_margin"`
+	// Guard is the process that demotes this host's primary-mode services
+	// by the fence point should the agent stop feeding it (frozen, killed,
+	// deadlocked).
+	Guard GuardConfig `yaml:"guard"`
 	// Services this host runs.
 	Services []ServiceConfig `yaml:"services"`
+}
+
+// GuardConfig configures the guard process. The agent starts it (as
+// `understudy guard`) when none answers on Socket; it outlives the agent,
+// and a restarted agent feeds the same guard.
+type GuardConfig struct {
+	// Socket is the guard's unix socket. Default: guard.sock beside
+	// state_file, else /run/understudy/HOST.guard.sock.
+	Socket string `yaml:"socket"`
+	// Watchdog is a kernel watchdog device (e.g. /dev/watchdog, softdog)
+	// the guard keeps alive while it can vouch for every armed service:
+	// should the guard itself hang, or a demote hook never finish, the
+	// kernel resets the host. Empty: none.
+	Watchdog string `yaml:"watchdog"`
+	// WatchdogTimeout is the watchdog's timeout. Default: the fence margin,
+	// rounded up to whole seconds.
+	WatchdogTimeout Duration `yaml:"watchdog_timeout"`
 }
 
 // HooksConfig are the commands that make a primary-mode service follow its
@@ -52,12 +75,20 @@ type Config struct {
 // UNDERSTUDY_EPOCH, UNDERSTUDY_PREVIOUS_PRIMARY and UNDERSTUDY_REASON set.
 type HooksConfig struct {
 	// Promote makes this instance the primary (argv, no shell). A failure
-	// gives the role up again.
+	// gives the role up again. It gets UNDERSTUDY_DEADLINE (RFC 3339) and
+	// UNDERSTUDY_DEADLINE_MS: when it must have finished, the fence point
+	// of a lease renewed just before it started, ttl − fence_margin away.
 	Promote []string `yaml:"promote"`
-	// Demote makes it a standby, or stops it accepting writes.
+	// Demote makes it a standby, or stops it accepting writes. Required in
+	// primary mode: the guard runs it if the agent stops. It must be
+	// idempotent, work while the service is down or restarting, and finish
+	// within fence_margin, the time a cut-off primary has left.
 	Demote []string `yaml:"demote"`
-	// Timeout bounds each hook. Default 10s.
+	// Timeout bounds the demote hook. Default 30s.
 	Timeout Duration `yaml:"timeout"`
+	// PromoteTimeout bounds the promote hook. Default and maximum: the
+	// promote window, ttl − fence_margin.
+	PromoteTimeout Duration `yaml:"promote_timeout"`
 }
 
 // ServiceConfig is one service instance on this host.
@@ -98,7 +129,10 @@ type CheckConfig struct {
 	Exec []string `yaml:"exec"`
 	// Interval between checks. Default 1s.
 	Interval Duration `yaml:"interval"`
-	// Timeout of one check, at most Interval. Default: Interval/2.
+	// Timeout of one check. Default 2s, or the interval if longer: a check
+	// that times out on a loaded host is a failure, and a primary with a
+	// failing check hands over. A check slower than the interval delays the
+	// next one.
 	Timeout Duration `yaml:"timeout"`
 	// Rise is how many passes in a row turn a critical instance passing. Default 2.
 	Rise *int `yaml:"rise"`
@@ -118,6 +152,9 @@ const (
 	DefaultInterval = time.Second
 	DefaultRise     = 2
 	DefaultFall     = 2
+	// DefaultCheckTimeout survives a loaded host: an 800ms stall of a
+	// PostgreSQL check once demoted a primary with nobody to take over.
+	DefaultCheckTimeout = 2 * time.Second
 )
 
 // Duration is a time.Duration written as "500ms" or "2s" in YAML. A value
@@ -205,6 +242,12 @@ func (c *Config) SetDefaults() {
 	if !c.FenceMargin.IsSet() && c.TTL.err == nil {
 		c.FenceMargin = D(max(c.TTL.Duration/4, 200*time.Millisecond))
 	}
+	if c.Guard.Socket == "" {
+		c.Guard.Socket = defaultGuardSocket(c)
+	}
+	if !c.Guard.WatchdogTimeout.IsSet() && c.FenceMargin.err == nil {
+		c.Guard.WatchdogTimeout = D(max(time.Second, c.FenceMargin.Duration.Round(time.Second)))
+	}
 	for i := range c.Services {
 		s := &c.Services[i]
 		if s.Mode == "" {
@@ -218,7 +261,7 @@ func (c *Config) SetDefaults() {
 			ch.Interval = D(DefaultInterval)
 		}
 		if !ch.Timeout.IsSet() && ch.Interval.err == nil {
-			ch.Timeout = D(ch.Interval.Duration / 2)
+			ch.Timeout = D(max(DefaultCheckTimeout, ch.Interval.Duration))
 		}
 		if ch.Rise == nil {
 			ch.Rise = ptr(DefaultRise)
@@ -227,12 +270,20 @@ func (c *Config) SetDefaults() {
 			ch.Fall = ptr(DefaultFall)
 		}
 		if !s.Hooks.Timeout.IsSet() {
-			s.Hooks.Timeout = D(10 * time.Second)
+			s.Hooks.Timeout = D(30 * time.Second)
+		}
+		if !s.Hooks.PromoteTimeout.IsSet() && c.TTL.err == nil && c.FenceMargin.err == nil {
+			s.Hooks.PromoteTimeout = D(c.promoteWindow())
 		}
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// promoteWindow is the time a promote hook has: the elector renews its
+// lease just before the hook starts, so the fence point is a whole TTL less
+// the fence margin away (less one round trip to etcd).
+func (c *Config) promoteWindow() time.Duration { return c.TTL.Duration - c.FenceMargin.Duration }
 
 // Validate checks every field and the relations between them. The error
 // names each offending field, e.g. services[1].check.rise.
@@ -280,9 +331,22 @@ func (c *Config) Validate() error {
 	if c.FenceMargin.err == nil && c.TTL.err == nil && c.FenceMargin.Duration*2 > c.TTL.Duration {
 		bad("fence_margin", "%v is more than half the ttl %v: a primary would demote itself between renewals", c.FenceMargin.Duration, c.TTL.Duration)
 	}
+	switch {
+	case c.Guard.WatchdogTimeout.err != nil:
+		bad("guard.watchdog_timeout", "%v", c.Guard.WatchdogTimeout.err)
+	case c.Guard.WatchdogTimeout.IsSet() && c.Guard.WatchdogTimeout.Duration < time.Second:
+		bad("guard.watchdog_timeout", "%v is too short (watchdogs count whole seconds, at least 1s)", c.Guard.WatchdogTimeout.Duration)
+	}
+	if c.Guard.Socket != "" && !filepath.IsAbs(c.Guard.Socket) {
+		bad("guard.socket", "%q is not an absolute path", c.Guard.Socket)
+	}
+	window := time.Duration(0)
+	if c.TTL.err == nil && c.FenceMargin.err == nil {
+		window = c.promoteWindow()
+	}
 	seen := map[string]int{}
 	for i := range c.Services {
-		errs = append(errs, c.Services[i].validate(fmt.Sprintf("services[%d]", i), c.TTL.Duration)...)
+		errs = append(errs, c.Services[i].validate(fmt.Sprintf("services[%d]", i), c.TTL.Duration, window)...)
 		n := c.Services[i].Name
 		if j, dup := seen[n]; dup && n != "" {
 			bad(fmt.Sprintf("services[%d].name", i), "%q is already used by services[%d]", n, j)
@@ -292,7 +356,7 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
+func (s *ServiceConfig) validate(field string, ttl, promoteWindow time.Duration) []error {
 	var errs []error
 	bad := func(f, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s.%s: %s", field, f, fmt.Sprintf(format, args...)))
@@ -308,6 +372,9 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 			}
 		}
 	case ModePrimary:
+		if len(s.Hooks.Demote) == 0 {
+			bad("hooks.demote", "is required in mode: primary: it is what stops the service when this host loses the role, run by the guard if the agent cannot")
+		}
 	default:
 		bad("mode", "%q: want %s or %s", s.Mode, ModePool, ModePrimary)
 	}
@@ -316,10 +383,19 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 			bad(name, "the command is empty")
 		}
 	}
-	if s.Hooks.Timeout.err != nil {
-		bad("hooks.timeout", "%v", s.Hooks.Timeout.err)
-	} else if s.Hooks.Timeout.IsSet() && s.Hooks.Timeout.Duration <= 0 {
-		bad("hooks.timeout", "must be positive")
+	for _, h := range []struct {
+		name string
+		d    Duration
+	}{{"hooks.timeout", s.Hooks.Timeout}, {"hooks.promote_timeout", s.Hooks.PromoteTimeout}} {
+		switch {
+		case h.d.err != nil:
+			bad(h.name, "%v", h.d.err)
+		case h.d.IsSet() && h.d.Duration <= 0:
+			bad(h.name, "must be positive")
+		}
+	}
+	if pt := s.Hooks.PromoteTimeout; pt.err == nil && s.Mode == ModePrimary && promoteWindow > 0 && pt.Duration > promoteWindow {
+		bad("hooks.promote_timeout", "%v does not fit the promote window ttl − fence_margin = %v: a promotion must end before the fence point", pt.Duration, promoteWindow)
 	}
 	if s.MaxLag != nil && *s.MaxLag < 0 {
 		bad("max_lag", "must not be negative, got %d", *s.MaxLag)
@@ -361,8 +437,8 @@ func (s *ServiceConfig) validate(field string, ttl time.Duration) []error {
 			durOK = false
 		}
 	}
-	if durOK && ch.Timeout.Duration > ch.Interval.Duration {
-		bad("check.timeout", "%v is longer than check.interval %v", ch.Timeout.Duration, ch.Interval.Duration)
+	if durOK && ttl > 0 && ch.Timeout.Duration > 2*ttl {
+		bad("check.timeout", "%v is longer than twice the lease ttl %v: a hung service would be noticed long after a crash would", ch.Timeout.Duration, ttl)
 	}
 	if ch.Rise != nil && *ch.Rise < 1 {
 		bad("check.rise", "must be at least 1, got %d", *ch.Rise)

@@ -48,7 +48,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"services[0].check.http", ch.HTTP, ""},
 		{"services[0].check.exec", len(ch.Exec), 0},
 		{"services[0].check.interval", ch.Interval.Duration, time.Second},
-		{"services[0].check.timeout", ch.Timeout.Duration, 500 * time.Millisecond},
+		{"services[0].check.timeout", ch.Timeout.Duration, 2 * time.Second},
 		{"services[0].check.rise", deref(ch.Rise), 2},
 		{"services[0].check.fall", deref(ch.Fall), 2},
 	} {
@@ -88,11 +88,25 @@ func TestParseConfigValid(t *testing.T) {
 		check func(c *Config) (got, want any)
 	}{
 		{
-			name: "timeout defaults to half the interval",
+			name: "timeout defaults to 2s, or the interval if longer",
 			src: minimalYAML + `    check:
       interval: 3s
 `,
-			check: func(c *Config) (any, any) { return c.Services[0].Check.Timeout.Duration, 1500 * time.Millisecond },
+			check: func(c *Config) (any, any) { return c.Services[0].Check.Timeout.Duration, 3 * time.Second },
+		},
+		{
+			name: "promote timeout defaults to the promote window",
+			src: minimalYAML + `    mode: primary
+    hooks: {demote: [/bin/true]}
+`,
+			check: func(c *Config) (any, any) {
+				return c.Services[0].Hooks.PromoteTimeout.Duration, 3750 * time.Millisecond
+			},
+		},
+		{
+			name:  "guard socket defaults beside the state file",
+			src:   minimalYAML + "state_file: /var/lib/understudy/state.json\n",
+			check: func(c *Config) (any, any) { return c.Guard.Socket, "/var/lib/understudy/guard.sock" },
 		},
 		{
 			name: "explicit values kept",
@@ -299,12 +313,35 @@ services:
 			want: []string{"services[0].check.fall", "got -1"},
 		},
 		{
-			name: "timeout longer than interval",
+			name: "check timeout far longer than the ttl",
 			src: minimalYAML + `    check:
       interval: 1s
-      timeout: 2s
+      timeout: 11s
 `,
-			want: []string{"services[0].check.timeout", "longer than check.interval"},
+			want: []string{"services[0].check.timeout", "twice the lease ttl"},
+		},
+		{
+			name: "primary without a demote hook",
+			src: minimalYAML + `    mode: primary
+`,
+			want: []string{"services[0].hooks.demote", "required"},
+		},
+		{
+			name: "promote timeout past the promote window",
+			src: minimalYAML + `    mode: primary
+    hooks: {demote: [/bin/true], promote_timeout: 4s}
+`,
+			want: []string{"services[0].hooks.promote_timeout", "promote window", "3.75s"},
+		},
+		{
+			name: "relative guard socket",
+			src:  minimalYAML + "guard: {socket: guard.sock}\n",
+			want: []string{"guard.socket", "absolute"},
+		},
+		{
+			name: "watchdog timeout under a second",
+			src:  minimalYAML + "guard: {watchdog: /dev/watchdog, watchdog_timeout: 500ms}\n",
+			want: []string{"guard.watchdog_timeout", "at least 1s"},
 		},
 		{
 			name: "ttl 1s too short",
@@ -362,6 +399,7 @@ services:
 		{
 			name: "negative max_lag",
 			src: minimalYAML + `    mode: primary
+    hooks: {demote: [/bin/true]}
     max_lag: -1
 `,
 			want: []string{"services[0].max_lag", "negative"},

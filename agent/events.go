@@ -15,50 +15,63 @@ import (
 const eventRetention = 7 * 24 * time.Hour
 
 // writeEvents stores role-change events in the background so that the
-// elector never waits on etcd for its history. Events that cannot be
-// written within a few tries are logged and dropped: they are history, not
-// state.
+// elector never waits on etcd for its history. An event that cannot be
+// written yet (no quorum: the very time a FENCED event is most useful) is
+// kept and retried until it is, oldest first; only when more than
+// eventBacklog are waiting is the oldest dropped.
 func (a *Agent) writeEvents(ctx context.Context) {
+	var backlog []*pb.Event
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
+		if len(backlog) > 0 {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := a.appendEvent(wctx, backlog[0])
+			cancel()
+			if err == nil {
+				backlog = backlog[1:]
+				continue
+			}
+			a.log.Debug("agent: writing event failed; retrying", "err", err, "waiting", len(backlog))
+			retry.Reset(500 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
-			a.drainEvents()
+			a.drainEvents(backlog)
 			return
 		case ev := <-a.events:
-			a.writeEvent(ctx, ev)
+			backlog = append(backlog, ev)
+			if len(backlog) > eventBacklog {
+				a.log.Warn("agent: too many role-change events waiting for etcd; dropping the oldest", "kind", backlog[0].GetKind())
+				backlog = backlog[1:]
+			}
+		case <-retry.C:
 		}
 	}
 }
 
-// drainEvents writes what is queued at shutdown, briefly.
-func (a *Agent) drainEvents() {
+// eventBacklog bounds the events kept while etcd cannot be written.
+const eventBacklog = 256
+
+// drainEvents writes what is waiting at shutdown, briefly.
+func (a *Agent) drainEvents(backlog []*pb.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for {
 		select {
 		case ev := <-a.events:
-			a.writeEvent(ctx, ev)
+			backlog = append(backlog, ev)
+			continue
 		default:
+		}
+		break
+	}
+	for _, ev := range backlog {
+		if err := a.appendEvent(ctx, ev); err != nil {
+			a.log.Warn("agent: dropped a role-change event at shutdown", "service", ev.GetService(), "kind", ev.GetKind(), "reason", ev.GetReason())
 			return
 		}
 	}
-}
-
-// writeEvent stores ev at events/<service>/<revision>, the revision being
-// the one its own write creates (a guarded create retried on collision),
-// under a lease of eventRetention shared by a day's events.
-func (a *Agent) writeEvent(ctx context.Context, ev *pb.Event) {
-	for try := 0; try < 5 && ctx.Err() == nil; try++ {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := a.appendEvent(wctx, ev)
-		cancel()
-		if err == nil {
-			return
-		}
-		a.log.Debug("agent: writing event failed; retrying", "err", err)
-		sleepCtx(ctx, 500*time.Millisecond)
-	}
-	a.log.Warn("agent: dropped a role-change event", "service", ev.GetService(), "kind", ev.GetKind(), "reason", ev.GetReason())
 }
 
 // eventLeaseReuse is how long one events lease serves new events: an

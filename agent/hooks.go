@@ -44,6 +44,11 @@ func (h execHooks) run(ctx context.Context, name string, argv []string, t electo
 		"UNDERSTUDY_PREVIOUS_PRIMARY="+t.PreviousPrimary,
 		"UNDERSTUDY_REASON="+t.Reason,
 	)
+	if !t.Deadline.IsZero() {
+		cmd.Env = append(cmd.Env,
+			"UNDERSTUDY_DEADLINE="+t.Deadline.UTC().Format(time.RFC3339Nano),
+			"UNDERSTUDY_DEADLINE_MS="+strconv.FormatInt(max(0, time.Until(t.Deadline).Milliseconds()), 10))
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 500 * time.Millisecond

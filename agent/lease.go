@@ -17,11 +17,15 @@ import (
 type Lease struct {
 	id  clientv3.LeaseID
 	ttl time.Duration
+	cli *clientv3.Client
 
 	mu       sync.Mutex
 	deadline time.Time
 	lost     chan struct{}
 	lostOnce sync.Once
+	// onRenew, if set, is called with each new deadline: the agent feeds
+	// the guard from here, so that feeding never waits on an elector.
+	onRenew func(deadline time.Time)
 }
 
 // grantLease creates a lease of ttl.
@@ -31,7 +35,7 @@ func grantLease(ctx context.Context, cli *clientv3.Client, ttl time.Duration) (*
 	if err != nil {
 		return nil, err
 	}
-	l := &Lease{id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, lost: make(chan struct{})}
+	l := &Lease{id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, cli: cli, lost: make(chan struct{})}
 	l.deadline = sent.Add(l.ttl)
 	return l, nil
 }
@@ -48,7 +52,7 @@ func resumeLease(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID,
 	if resp.TTL <= 0 {
 		return nil, rpctypes.ErrLeaseNotFound
 	}
-	l := &Lease{id: id, ttl: ttl, lost: make(chan struct{})}
+	l := &Lease{id: id, ttl: ttl, cli: cli, lost: make(chan struct{})}
 	l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
 	return l, nil
 }
@@ -71,10 +75,17 @@ func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 func (l *Lease) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 
+// renewTimeout bounds one renewal attempt. A member answers a renewal in
+// milliseconds (no raft write); one that does not within a second is frozen
+// or cut off, and the attempt is better repeated on another member than
+// waited for. clientv3's KeepAliveOnce itself retries at once when the
+// prober closes the connection under it (Unavailable).
+const renewTimeout = time.Second
+
 // keepAlive renews the lease every TTL/3 until ctx is done or the lease is
 // lost: etcd says it no longer exists, or the deadline passes without an
 // answered renewal (etcd unreachable for a whole TTL).
-func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
+func (l *Lease) keepAlive(ctx context.Context) {
 	period := l.ttl / 3
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -86,16 +97,10 @@ func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
 			return
 		case <-t.C:
 		}
-		sent := time.Now()
-		actx, cancel := context.WithTimeout(ctx, period)
-		resp, err := cli.KeepAliveOnce(actx, l.id)
+		actx, cancel := context.WithTimeout(ctx, min(period, renewTimeout))
+		err := l.renew(actx)
 		cancel()
-		switch {
-		case err == nil && resp.TTL > 0:
-			l.mu.Lock()
-			l.deadline = sent.Add(time.Duration(resp.TTL) * time.Second)
-			l.mu.Unlock()
-		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			l.markLost()
 			return
 		}
@@ -103,20 +108,61 @@ func (l *Lease) keepAlive(ctx context.Context, cli *clientv3.Client) {
 			l.markLost()
 			return
 		}
-		// Retry sooner after a failure so a brief outage costs little.
+		// Retry sooner after a failure so a brief outage costs little: at
+		// once after a timeout (the wait is already spent; round robin
+		// sends the retry to another member), after a pause otherwise so
+		// a member that refuses at once is not hammered.
 		next := period
-		if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			next = 0
+		case err != nil:
 			next = min(period, 250*time.Millisecond)
 		}
 		t.Reset(next)
 	}
 }
 
+// renew sends one keepalive and, when etcd answers, moves the deadline to
+// its send time plus the TTL etcd granted. It returns ErrLeaseNotFound when
+// the lease is gone.
+func (l *Lease) renew(ctx context.Context) error {
+	sent := time.Now()
+	resp, err := l.cli.KeepAliveOnce(ctx, l.id)
+	if err == nil && resp.TTL <= 0 || rpctypes.Error(err) == rpctypes.ErrLeaseNotFound {
+		return rpctypes.ErrLeaseNotFound
+	}
+	if err != nil {
+		return err
+	}
+	d := sent.Add(time.Duration(resp.TTL) * time.Second)
+	l.mu.Lock()
+	if d.After(l.deadline) {
+		l.deadline = d
+	}
+	on := l.onRenew
+	l.mu.Unlock()
+	if on != nil {
+		on(d)
+	}
+	return nil
+}
+
+// Renew renews the lease once now (the elector does before a promotion, so
+// that the promote hook gets a whole TTL less the fence margin).
+func (l *Lease) Renew(ctx context.Context) error {
+	err := l.renew(ctx)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		l.markLost()
+	}
+	return err
+}
+
 // revoke ends the lease so every key bound to it vanishes at once.
-func (l *Lease) revoke(cli *clientv3.Client, timeout time.Duration) error {
+func (l *Lease) revoke(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err := cli.Revoke(ctx, l.id)
+	_, err := l.cli.Revoke(ctx, l.id)
 	l.markLost()
 	return err
 }

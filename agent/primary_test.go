@@ -77,6 +77,9 @@ func startNode(t *testing.T, name, zone string, o nodeOpts) *node {
 	if o.demote != nil {
 		sc.Hooks.Demote = o.demote
 	}
+	if len(sc.Hooks.Demote) == 0 {
+		sc.Hooks.Demote = []string{"true"} // required: the guard runs it
+	}
 	if o.freshness != "" {
 		sc.Freshness = []string{"echo", o.freshness}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,20 +15,31 @@ import (
 
 // agentState is what an agent keeps on disk between runs.
 type agentState struct {
-	LeaseID int64 `json:"lease_id"`
+	LeaseID int64 `json:"lease_id,omitempty"`
+	// Terms are the epochs of the primary roles this host held or was
+	// promoting, by service: a term is recorded before its promote hook
+	// starts and removed once its demote hook succeeded. A restarted agent
+	// that finds a term here demotes the service unless that very term is
+	// still its own.
+	Terms map[string]int64 `json:"terms,omitempty"`
+}
+
+// loadState reads the state file; a missing or unreadable one is empty.
+func loadState(path string) agentState {
+	var st agentState
+	if path == "" {
+		return st
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &st)
+	}
+	return st
 }
 
 // resume returns the lease an earlier run left alive, or nil.
 func (a *Agent) resume(ctx context.Context) *Lease {
-	if a.cfg.StateFile == "" {
-		return nil
-	}
-	b, err := os.ReadFile(a.cfg.StateFile)
-	if err != nil {
-		return nil
-	}
-	var st agentState
-	if json.Unmarshal(b, &st) != nil || st.LeaseID == 0 {
+	st := a.state()
+	if st.LeaseID == 0 {
 		return nil
 	}
 	// Only etcd saying the lease is gone is final. When the whole cluster
@@ -62,31 +74,81 @@ func (a *Agent) resume(ctx context.Context) *Lease {
 // to resume its previous lease before it starts afresh.
 const resumeFor = 30 * time.Second
 
-// saveLease records the lease so a restart within the TTL can resume it.
-// It is written atomically: a crash mid-write never leaves a torn file.
-func (a *Agent) saveLease(l *Lease) {
-	if a.cfg.StateFile == "" {
-		return
-	}
-	b, _ := json.Marshal(agentState{LeaseID: int64(l.LeaseID())})
-	tmp := a.cfg.StateFile + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(a.cfg.StateFile), 0o755); err == nil {
-		if err = os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, a.cfg.StateFile)
-		}
-		if err == nil {
-			return
-		}
-	}
-	a.log.Warn("agent: cannot write state_file; a restart will not resume the lease", "path", a.cfg.StateFile)
+// state returns a copy of what the state file holds.
+func (a *Agent) state() agentState {
+	a.stMu.Lock()
+	defer a.stMu.Unlock()
+	st := a.st
+	st.Terms = maps.Clone(st.Terms)
+	return st
 }
 
-// forgetLease removes the state file after a graceful stop.
-func (a *Agent) forgetLease() {
-	if a.cfg.StateFile == "" {
+// saveLease records the lease so a restart within the TTL can resume it;
+// nil forgets it (a graceful stop).
+func (a *Agent) saveLease(l *Lease) {
+	a.stMu.Lock()
+	defer a.stMu.Unlock()
+	a.st.LeaseID = 0
+	if l != nil {
+		a.st.LeaseID = int64(l.LeaseID())
+	}
+	a.writeState()
+}
+
+// saveTerm records the term a service's elector is promoting or acting in
+// (0: none). Electors call it before a promote hook and after a demote.
+func (a *Agent) saveTerm(service string, epoch int64) {
+	a.stMu.Lock()
+	defer a.stMu.Unlock()
+	if epoch == 0 {
+		delete(a.st.Terms, service)
+	} else {
+		if a.st.Terms == nil {
+			a.st.Terms = map[string]int64{}
+		}
+		a.st.Terms[service] = epoch
+	}
+	a.writeState()
+}
+
+// writeState writes the state file atomically (a crash mid-write never
+// leaves a torn file) and synced (a term must survive a power cut), or
+// removes it when there is nothing to keep. Callers hold stMu.
+func (a *Agent) writeState() {
+	path := a.cfg.StateFile
+	if path == "" {
 		return
 	}
-	if err := os.Remove(a.cfg.StateFile); err != nil && !os.IsNotExist(err) {
-		a.log.Warn("agent: cannot remove state_file", "path", a.cfg.StateFile, "err", err)
+	if a.st.LeaseID == 0 && len(a.st.Terms) == 0 {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			a.log.Warn("agent: cannot remove state_file", "path", path, "err", err)
+		}
+		return
 	}
+	b, _ := json.Marshal(a.st)
+	if err := writeFileSynced(path, b); err != nil {
+		a.log.Warn("agent: cannot write state_file; a restart will not know this run's lease and terms", "path", path, "err", err)
+	}
+}
+
+func writeFileSynced(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

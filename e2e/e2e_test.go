@@ -22,7 +22,8 @@ import (
 var topo *cluster.Cluster
 
 // TestMain brings the topology up once for every test and tears it down
-// afterwards (E2E_KEEP=1 leaves it running for a look).
+// afterwards (E2E_KEEP=1 leaves it running for a look). E2E_MODE=ask runs
+// the demo database in ask mode; the default is noask.
 func TestMain(m *testing.M) {
 	if err := cluster.Available(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -34,6 +35,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	topo = cluster.New(root)
+	switch m := os.Getenv("E2E_MODE"); m {
+	case "", cluster.ModeNoAsk:
+	case cluster.ModeAsk:
+		topo.Mode = m
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: E2E_MODE=%q: want %s or %s\n", m, cluster.ModeAsk, cluster.ModeNoAsk)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	err = topo.Up(ctx)
 	cancel()
@@ -137,10 +146,10 @@ func TestChaosEveryFaultKindOnce(t *testing.T) {
 			t.Fatalf("E2E_SEED=%q: %v", s, err)
 		}
 	}
-	t.Logf("seed %d (E2E_SEED=%d repeats this order)", seed, seed)
-	// Eight rounds take about a minute; a rolling restart waits for every
+	t.Logf("seed %d (E2E_SEED=%d repeats this order), %s mode", seed, seed, topo.Mode)
+	// Twelve rounds take a few minutes; a rolling restart waits for every
 	// host in turn, so allow far more before calling the run stuck.
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Config{
 		Cluster: topo, Rounds: len(chaos.Kinds), Seed: seed,

@@ -3,6 +3,7 @@ package elector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,23 @@ type Lease interface {
 	Lost() <-chan struct{}
 	// TTL of the lease.
 	TTL() time.Duration
+	// Renew renews the lease once now, moving Deadline on when etcd answers.
+	Renew(ctx context.Context) error
+}
+
+// Guard fences the service independently of this process. Armed for a term,
+// it runs the demote hook itself once the fence point passes, unless it is
+// armed again with a later one or disarmed: so the service stops by the
+// fence point even if this process freezes, deadlocks or dies.
+type Guard interface {
+	// Arm arms the guard for epoch until fenceAt. It returns once the guard
+	// has acknowledged it.
+	Arm(ctx context.Context, epoch int64, fenceAt time.Time) error
+	// Disarm tells the guard that the term of epoch was demoted.
+	Disarm(ctx context.Context, epoch int64) error
+	// Until is the latest fence point the guard acknowledged for epoch; the
+	// zero time when it is not armed for it.
+	Until(epoch int64) time.Time
 }
 
 // Transition describes a role change to the hooks.
@@ -37,10 +55,13 @@ type Transition struct {
 	Epoch           int64
 	PreviousPrimary string
 	Reason          string
+	// Deadline, for a promotion, is when the hook must have finished: the
+	// fence point of the lease, renewed just before the hook started.
+	Deadline time.Time
 }
 
 // Hooks make the service follow its role. Both must honour ctx: it is
-// cancelled when the lease deadline leaves no more time.
+// cancelled when the hook's time is up.
 type Hooks interface {
 	Promote(ctx context.Context, t Transition) error
 	Demote(ctx context.Context, t Transition) error
@@ -62,7 +83,8 @@ type Config struct {
 	Service, Host, Zone string
 	Address             string
 	Priority            int32
-	// MaxLag: a standby whose freshness lags by more never campaigns; < 0 disables.
+	// MaxLag: a standby whose freshness lags the high-water mark by more
+	// never campaigns on its own; < 0 disables.
 	MaxLag int64
 	// Step is the wait per rank before campaigning. Default 100ms.
 	Step time.Duration
@@ -70,10 +92,22 @@ type Config struct {
 	// deadline when renewals stop. The demote hook must finish within it.
 	// Default a quarter of the TTL, at least 200ms.
 	FenceMargin time.Duration
-	// HookTimeout bounds each hook run. Default 10s.
+	// HookTimeout bounds each demote hook run. Default 30s.
 	HookTimeout time.Duration
-	Hooks       Hooks
-	Local       func() Local
+	// PromoteTimeout bounds each promote hook run; the fence point bounds
+	// it too. Default: no bound but the fence point.
+	PromoteTimeout time.Duration
+	Hooks          Hooks
+	// Guard, when set, fences the service even if this process stops.
+	Guard Guard
+	Local func() Local
+	// Restored is the epoch a previous run of this agent held when it
+	// stopped; the service is demoted first unless that term is still ours.
+	Restored int64
+	// OnTerm, if set, is told the epoch of a term before its promote hook
+	// starts, and 0 once its demote hook succeeded: what a restarted agent
+	// must know (Restored). It must not block for long.
+	OnTerm func(epoch int64)
 	// Event, if set, is told of role changes; it must not block.
 	Event func(ev *pb.Event)
 	// Logger defaults to slog.Default().
@@ -86,6 +120,7 @@ const switchoverMaxAge = 30 * time.Second
 // Elector holds or campaigns for the primary role of one service on one host.
 type Elector struct {
 	cfg    Config
+	me     self
 	log    *slog.Logger
 	poke   chan struct{}
 	acting atomic.Bool
@@ -95,15 +130,9 @@ type Elector struct {
 	held atomic.Pointer[Lease]
 
 	// Owned by Run's goroutine.
-	lease       Lease
-	w           *world
-	absentSince time.Time // when the leader key was first seen absent
-	cooldown    time.Time // no campaigning before this (after a failed promote)
-	// fenced is an epoch this host gave up (resigned, fenced, failed to
-	// promote) whose keys the world may still show as ours: they are
-	// deleted, and never acted on, until the watch confirms they are gone.
-	fenced int64
-	synced bool // the world reflects etcd: read once and watched since
+	lease Lease
+	w     *world
+	s     state
 }
 
 // New returns an idle elector; Run campaigns.
@@ -112,16 +141,21 @@ func New(cfg Config) *Elector {
 		cfg.Step = 100 * time.Millisecond
 	}
 	if cfg.HookTimeout <= 0 {
-		cfg.HookTimeout = 10 * time.Second
+		cfg.HookTimeout = 30 * time.Second
+	}
+	if cfg.PromoteTimeout <= 0 {
+		cfg.PromoteTimeout = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	return &Elector{
 		cfg:  cfg,
+		me:   self{host: cfg.Host, priority: cfg.Priority, maxLag: cfg.MaxLag, step: cfg.Step},
 		log:  cfg.Logger.With("service", cfg.Service),
 		poke: make(chan struct{}, 1),
 		w:    newWorld(cfg.Service),
+		s:    state{restored: cfg.Restored},
 	}
 }
 
@@ -135,7 +169,7 @@ func (e *Elector) Acting() bool {
 		return false
 	}
 	l := e.held.Load()
-	return l != nil && time.Now().Before(fencePoint(*l, e.cfg.FenceMargin))
+	return l != nil && time.Now().Before(e.fencePointOf(*l, e.epoch.Load()))
 }
 
 // Epoch is the epoch of the current or last term this host held.
@@ -152,12 +186,13 @@ func (e *Elector) Poke() {
 // Run campaigns and holds the role under lease until ctx is done (a
 // graceful stop: an acting primary runs its demote hook and resigns, then
 // Run returns nil) or the lease is lost (an acting primary demotes locally;
-// Run returns ErrLeaseLost). The caller runs it again under a new lease.
+// Run returns ErrLeaseLost). The caller runs it again under a new lease;
+// what this host gave up stays given up across runs.
 func (e *Elector) Run(ctx context.Context, lease Lease) error {
 	e.lease = lease
 	e.held.Store(&lease)
 	e.w.reset()
-	e.absentSince, e.fenced, e.synced = time.Time{}, 0, false
+	e.s.synced, e.s.absentSince = false, time.Time{}
 
 	var wch clientv3.WatchChan
 	wctx, cancelWatch := context.WithCancel(ctx)
@@ -167,22 +202,22 @@ func (e *Elector) Run(ctx context.Context, lease Lease) error {
 	for {
 		if wch == nil {
 			wch = e.load(wctx)
-			e.synced = wch != nil
+			e.s.synced = wch != nil
 		}
-		wake := e.step(ctx)
+		wake := e.decide(ctx)
 		if wch == nil {
-			wake = min(wake, 250*time.Millisecond) // retry reaching etcd
+			wake = min(wake, retryWake) // retry reaching etcd
 		}
 		timer.Reset(wake)
 		select {
 		case <-ctx.Done():
-			if e.acting.Load() {
+			if e.s.acting {
 				e.resign(context.Background(), "shutdown")
 			}
 			return nil
 		case <-lease.Lost():
-			if e.acting.Load() {
-				e.demote(context.Background(), "lease lost", pb.EventKind_EVENT_KIND_FENCED)
+			if e.s.acting {
+				e.demote(context.Background(), action{kind: actDemote, epoch: e.s.epoch, reason: "lease lost", event: pb.EventKind_EVENT_KIND_FENCED})
 			}
 			return ErrLeaseLost
 		case resp, ok := <-wch:
@@ -200,10 +235,32 @@ func (e *Elector) Run(ctx context.Context, lease Lease) error {
 	}
 }
 
+// decide steps and carries out what step says until it says to wait.
+func (e *Elector) decide(ctx context.Context) time.Duration {
+	for range 8 {
+		acts, wake := e.s.step(e.me, e.input())
+		if len(acts) == 0 {
+			return wake
+		}
+		for _, a := range acts {
+			wake = max(wake, e.execute(ctx, a))
+		}
+		if wake > 0 || ctx.Err() != nil {
+			return wake
+		}
+	}
+	return retryWake
+}
+
+func (e *Elector) input() input {
+	return input{now: time.Now(), w: e.w, local: e.cfg.Local(), leaseID: e.lease.LeaseID(), fencePoint: e.fencePoint()}
+}
+
 // load reads the service's keys and starts watching from the next
-// revision. It returns nil when etcd cannot be read.
+// revision. It returns nil when etcd cannot be read. An acting primary
+// never waits on it past its fence point.
 func (e *Elector) load(ctx context.Context) clientv3.WatchChan {
-	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	gctx, cancel := e.callContext(ctx, time.Second)
 	defer cancel()
 	resp, err := e.cfg.Client.Get(gctx, registry.Prefix, clientv3.WithPrefix())
 	if err != nil {
@@ -220,8 +277,6 @@ func (e *Elector) load(ctx context.Context) clientv3.WatchChan {
 		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithProgressNotify())
 }
 
-func (e *Elector) fenceMargin() time.Duration { return fenceMargin(e.lease, e.cfg.FenceMargin) }
-
 // fenceMargin is how long before its lease's deadline a primary demotes:
 // the configured margin, or a quarter of the TTL (at least 200ms).
 func fenceMargin(l Lease, configured time.Duration) time.Duration {
@@ -231,102 +286,46 @@ func fenceMargin(l Lease, configured time.Duration) time.Duration {
 	return max(l.TTL()/4, 200*time.Millisecond)
 }
 
-// fencePoint is the instant an acting primary under l must stop acting.
-func fencePoint(l Lease, configured time.Duration) time.Time {
-	return l.Deadline().Add(-fenceMargin(l, configured))
+// fencePoint is the instant the acting primary must stop acting.
+func (e *Elector) fencePoint() time.Time { return e.fencePointOf(e.lease, e.s.epoch) }
+
+// fencePointOf is the lease's deadline less the fence margin, and never
+// later than what the guard acknowledged for epoch: this host stops acting
+// no later than the guard would stop the service.
+func (e *Elector) fencePointOf(l Lease, epoch int64) time.Time {
+	at := l.Deadline().Add(-fenceMargin(l, e.cfg.FenceMargin))
+	if e.cfg.Guard != nil {
+		if g := e.cfg.Guard.Until(epoch); g.Before(at) {
+			at = g
+		}
+	}
+	return at
 }
 
-// step looks at the world and acts. It returns how long until it should
-// look again even if nothing happens.
-func (e *Elector) step(ctx context.Context) time.Duration {
-	const idle = time.Second
-	now := time.Now()
-	w := e.w
-	if e.acting.Load() {
-		return e.stepPrimary(ctx, now)
+// callContext bounds an etcd call by d and, for an acting primary, by its
+// fence point: the fence never waits on etcd.
+func (e *Elector) callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if ctx.Err() != nil {
+		ctx = context.Background() // shutting down: still hand over
 	}
-	if !e.synced {
-		return 250 * time.Millisecond // decide nothing on a world etcd has not confirmed
+	ctx, cancel := context.WithTimeout(ctx, d)
+	if !e.s.acting {
+		return ctx, cancel
 	}
-	leaderMine := w.leader != nil && w.leader.GetHost() == e.cfg.Host && w.leaderLease == e.lease.LeaseID()
-	if e.fenced != 0 {
-		if leaderMine && w.leaderEpoch == e.fenced {
-			_ = e.deleteKeys(ctx, e.fenced) // guarded: a no-op once gone
-			return 250 * time.Millisecond
-		}
-		e.fenced = 0
-	}
-	if leaderMine {
-		// Ours but not acting: this agent restarted within the TTL and
-		// resumed its lease, or stopped between winning and promoting.
-		if p := w.primary; p != nil && p.GetHost() == e.cfg.Host && p.GetEpoch() == w.leaderEpoch {
-			e.epoch.Store(w.leaderEpoch)
-			e.acting.Store(true)
-			e.log.Info("elector: resumed the primary role held under this lease", "epoch", w.leaderEpoch)
-			return 0
-		}
-		e.promote(ctx, w.leaderEpoch, "", "resumed leadership")
-		return 0
-	}
-	if w.leader != nil {
-		e.absentSince = time.Time{}
-		return idle
-	}
-	if w.control.GetPaused() {
-		return idle
-	}
-	if now.Before(e.cooldown) {
-		return e.cooldown.Sub(now)
-	}
-	var target string
-	var excluded []string
-	if from, to, ok := w.switchover(now, switchoverMaxAge); ok {
-		target, excluded = to, []string{from}
-	}
-	local := e.cfg.Local()
-	r := Rank(e.cfg.Host, w.candidates(e.cfg.Host, local, e.cfg.Priority), w.reference, e.cfg.MaxLag, target, excluded)
-	if !r.Eligible {
-		e.log.Debug("elector: not campaigning", "why", r.Why)
-		return idle
-	}
-	if e.absentSince.IsZero() {
-		e.absentSince = now
-	}
-	e.log.Debug("elector: leader key absent", "rank", r.Rank)
-	if tryAt := e.absentSince.Add(time.Duration(r.Rank) * e.cfg.Step); now.Before(tryAt) {
-		return tryAt.Sub(now)
-	}
-	e.campaign(ctx, target != "")
-	return 0
+	dctx, cancel2 := context.WithDeadline(ctx, e.fencePoint())
+	return dctx, func() { cancel2(); cancel() }
 }
 
-// stepPrimary keeps or gives up the role of an acting primary.
-func (e *Elector) stepPrimary(ctx context.Context, now time.Time) time.Duration {
-	w := e.w
-	fenceAt := fencePoint(e.lease, e.cfg.FenceMargin)
-	if !now.Before(fenceAt) {
-		e.fence()
-		return 0
+// DemoteRestored runs the demote hook for the term a previous run of this
+// agent held (Config.Restored) at once. The agent calls it before Run when
+// that run's lease is gone, so that the service stops before anything
+// else, etcd reachable or not. It must not be called while Run runs.
+func (e *Elector) DemoteRestored(ctx context.Context) {
+	r := e.s.restored
+	if r == 0 {
+		return
 	}
-	wake := min(fenceAt.Sub(now), time.Second)
-	epoch := e.epoch.Load()
-	// Only a world in step with etcd can say the role is gone; while etcd is
-	// unreachable, self-fencing above is what stops this primary.
-	// The world must also have caught up with the key this host created.
-	if e.synced && w.rev >= epoch && (w.leader == nil || w.leaderEpoch != epoch) {
-		e.demote(ctx, "leadership lost", pb.EventKind_EVENT_KIND_DEMOTED)
-		return 0
-	}
-	if w.control.GetPaused() {
-		return wake
-	}
-	if l := e.cfg.Local(); !l.Healthy && l.Checked {
-		e.resign(ctx, "check failed")
-		return 0
-	}
-	if from, to, ok := w.switchover(now, switchoverMaxAge); ok && from == e.cfg.Host && to != e.cfg.Host {
-		e.resign(ctx, "switchover")
-		return 0
-	}
-	return wake
+	e.s.restored = 0
+	e.demote(ctx, action{kind: actDemote, epoch: r, event: pb.EventKind_EVENT_KIND_DEMOTED,
+		reason: fmt.Sprintf("restarted: the lease of the term it held (epoch %d) is gone", r)})
 }

@@ -23,6 +23,9 @@ type Ranking struct {
 	// Eligible is false when the host must not campaign; Why says why.
 	Eligible bool
 	Why      string
+	// Lagging: not eligible only because the host lags the freshest known
+	// value by more than max_lag; an operator may force it.
+	Lagging bool
 	// Rank 0 is the best candidate; the host waits Rank × step before trying.
 	Rank int
 }
@@ -37,8 +40,9 @@ const switchoverHeadStart = 20
 // when its freshness lags the freshest known value (reference, or any
 // candidate's) by more than maxLag. excluded hosts (a primary that just
 // handed over) never campaign. A non-empty target gets rank 0 and everyone
-// else waits switchoverHeadStart steps more.
-func Rank(self string, cands []Candidate, reference int64, maxLag int64, target string, excluded []string) Ranking {
+// else waits switchoverHeadStart steps more. force lets self (the target of
+// a forced switchover) past the lag limit.
+func Rank(self string, cands []Candidate, reference int64, maxLag int64, target string, excluded []string, force bool) Ranking {
 	var me *Candidate
 	eligible := make([]Candidate, 0, len(cands))
 	for _, c := range cands {
@@ -59,8 +63,8 @@ func Rank(self string, cands []Candidate, reference int64, maxLag int64, target 
 		return Ranking{Why: "tagged " + registry.NoFailoverTag}
 	case slices.Contains(excluded, self):
 		return Ranking{Why: "handing over the role"}
-	case maxLag >= 0 && reference-me.Freshness > maxLag:
-		return Ranking{Why: fmt.Sprintf("freshness %d lags %d by more than max_lag %d", me.Freshness, reference, maxLag)}
+	case maxLag >= 0 && reference-me.Freshness > maxLag && !force:
+		return Ranking{Lagging: true, Why: fmt.Sprintf("freshness %d lags %d by more than max_lag %d", me.Freshness, reference, maxLag)}
 	}
 	slices.SortFunc(eligible, func(a, b Candidate) int {
 		return cmp.Or(cmp.Compare(b.Freshness, a.Freshness), cmp.Compare(b.Priority, a.Priority), strings.Compare(a.Host, b.Host))

@@ -23,6 +23,8 @@ type world struct {
 	leaderLease clientv3.LeaseID
 	primary     *pb.Primary
 	control     *pb.Control
+	controlRev  int64                   // mod revision of the control key; 0 when absent
+	mark        *pb.Mark                // the durable high-water mark; nil when none
 	instances   map[string]*pb.Instance // by host
 	hosts       map[string]bool         // hosts with a live agent
 	hostGoneRev int64                   // revision of the last host record deletion
@@ -52,7 +54,7 @@ func (w *world) relevant(k registry.Key) bool {
 	switch k.Kind {
 	case registry.KindHost:
 		return true
-	case registry.KindInstance, registry.KindLeader, registry.KindPrimary, registry.KindControl:
+	case registry.KindInstance, registry.KindLeader, registry.KindPrimary, registry.KindControl, registry.KindMark:
 		return k.Service == w.service
 	}
 	return false
@@ -117,32 +119,87 @@ func (w *world) apply(key string, kv *mvccpb.KeyValue, deleted bool) {
 		}
 	case registry.KindControl:
 		c := &pb.Control{}
+		w.controlRev = kv.ModRevision
+		if deleted {
+			w.controlRev = 0
+		}
 		if deleted || registry.Decode(kv.Value, c) != nil {
 			w.control = nil
 			return
 		}
 		w.control = c
+	case registry.KindMark:
+		m := &pb.Mark{}
+		if deleted {
+			w.mark = nil
+			return
+		}
+		if registry.Decode(kv.Value, m) != nil {
+			// An unreadable mark must not lower the bar: keep the last one.
+			return
+		}
+		w.mark = m
 	}
 }
 
-// switchover returns the pending switchover, if any: the host that must
-// hand over and the requested target ("" for the best ranked). A request
-// older than maxAge is ignored.
-func (w *world) switchover(now time.Time, maxAge time.Duration) (from, to string, ok bool) {
+// highWater is the freshest value any primary of the service is known to
+// have reported: the durable mark, or what this host saw a primary report.
+func (w *world) highWater() int64 { return max(w.reference, w.mark.GetFreshness()) }
+
+// takeoverPossible reports whether some host other than me could take the
+// role over now: registered, healthy, not tagged nofailover, and within
+// maxLag of the freshest known value (mine included, as the acting
+// primary's is the freshest), or the operator's forced target.
+func (w *world) takeoverPossible(me string, myFreshness, maxLag int64, forced string) bool {
+	ref := max(w.highWater(), myFreshness)
+	for host, in := range w.instances {
+		if host == me || !w.hosts[host] || in.GetHealth() != pb.Health_HEALTH_PASSING || slices.Contains(in.GetTags(), registry.NoFailoverTag) {
+			continue
+		}
+		if host == forced || maxLag < 0 || ref-in.GetFreshness() <= maxLag {
+			return true
+		}
+	}
+	return false
+}
+
+// switchoverReq is a pending operator request to move the role.
+type switchoverReq struct {
+	from string // the primary that must hand over; "" for a forced takeover of a free role
+	to   string // the requested target; "" for the best ranked
+	// force: the target may take over although it lags the high-water mark.
+	force bool
+}
+
+// forcedTarget is the host allowed past the high-water mark, if any.
+func (r switchoverReq) forcedTarget() string {
+	if r.force {
+		return r.to
+	}
+	return ""
+}
+
+// switchover returns the pending switchover, if any. A request older than
+// maxAge is ignored.
+func (w *world) switchover(now time.Time, maxAge time.Duration) (switchoverReq, bool) {
 	c := w.control
-	if c.GetSwitchoverFrom() == "" || c.GetPaused() {
-		return "", "", false
+	r := switchoverReq{from: c.GetSwitchoverFrom(), to: c.GetSwitchoverTo(), force: c.GetForce() && c.GetSwitchoverTo() != ""}
+	if r.from == "" && !r.force || c.GetPaused() {
+		return switchoverReq{}, false
 	}
 	if now.Sub(c.GetRequestedAt().AsTime()) > maxAge {
-		return "", "", false
+		return switchoverReq{}, false
+	}
+	if r.from == "" {
+		// A forced takeover of a role nobody holds: moot once anyone holds it.
+		return r, w.leader == nil
 	}
 	// The request is about one handover: it is moot once anyone but its
 	// primary holds or last held the role, even if nobody cleared it.
-	from = c.GetSwitchoverFrom()
-	if w.leader != nil && w.leader.GetHost() != from || w.leader == nil && w.gone.host != from {
-		return "", "", false
+	if w.leader != nil && w.leader.GetHost() != r.from || w.leader == nil && w.gone.host != r.from {
+		return switchoverReq{}, false
 	}
-	return from, c.GetSwitchoverTo(), true
+	return r, true
 }
 
 // candidates lists every registered instance for ranking, with self's

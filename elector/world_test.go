@@ -37,9 +37,9 @@ func TestSwitchoverRequestIsMootOnceAnotherHostTookOver(t *testing.T) {
 				w.leader = &pb.Leader{Host: tt.leader}
 			}
 			w.gone.host = tt.lastGone
-			from, _, ok := w.switchover(now, 30*time.Second)
-			if ok != tt.wantOK || ok && from != "h1" {
-				t.Fatalf("switchover() = %q, %v; want ok=%v", from, ok, tt.wantOK)
+			r, ok := w.switchover(now, 30*time.Second)
+			if ok != tt.wantOK || ok && r.from != "h1" {
+				t.Fatalf("switchover() = %q, %v; want ok=%v", r.from, ok, tt.wantOK)
 			}
 		})
 	}

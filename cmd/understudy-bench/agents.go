@@ -56,6 +56,7 @@ func startAgent(host, etcdURL string, log *slog.Logger) (_ *benchAgent, err erro
 		TTL: agent.D(failoverTTL), HTTPAddr: "127.0.0.1:0", ElectionStep: agent.D(electionStep),
 		Services: []agent.ServiceConfig{{
 			Name: failoverService, Mode: agent.ModePrimary, Address: b.svc.Addr(),
+			Hooks: agent.HooksConfig{Demote: []string{"true"}},
 			Check: agent.CheckConfig{TCP: "self", Interval: agent.D(checkInterval), Rise: &rise, Fall: &fall},
 		}},
 	}

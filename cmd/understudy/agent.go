@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/understudy-dev/understudy/agent"
@@ -25,7 +27,14 @@ func newAgentCmd() *cobra.Command {
 				return usageError{err}
 			}
 			agent.Version = version
-			a, err := agent.New(cfg, agent.Options{Logger: log})
+			// The guard is this same binary, started apart so that it
+			// outlives the agent: it demotes the services should the agent
+			// freeze or die.
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cfg, agent.Options{Logger: log, GuardCommand: []string{self, "guard"}})
 			if err != nil {
 				return usageError{err}
 			}

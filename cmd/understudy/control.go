@@ -28,9 +28,10 @@ func newSwitchoverCmd() *cobra.Command {
 	var (
 		addrs []string
 		to    string
+		force bool
 	)
 	cmd := &cobra.Command{
-		Use:   "switchover SERVICE [--to HOST]",
+		Use:   "switchover SERVICE [--to HOST [--force]]",
 		Short: "Ask the primary of SERVICE to hand its role to a healthy standby",
 		Long: `Ask the primary of a primary-mode service to hand its role over: it runs
 its demote hook and resigns, and the standby named with --to (or, without
@@ -39,8 +40,14 @@ its demote hook and resigns, and the standby named with --to (or, without
 The registry refuses, saying why, when the service has no primary, is
 paused, already has a switchover pending, or when the target is unknown,
 unhealthy, tagged nofailover or already primary. Follow the handover with
-"understudy watch SERVICE" or "understudy events SERVICE".`,
-		Example: "  understudy switchover postgres\n  understudy switchover postgres --to ol-db3",
+"understudy watch SERVICE" or "understudy events SERVICE".
+
+A standby whose data lags the service's high-water mark (the freshness the
+last primary reported) by more than max_lag never takes over on its own.
+--force lets the host named with --to take over anyway, with or without a
+primary: writes only the last primary had may be lost. It is recorded as
+an event.`,
+		Example: "  understudy switchover postgres\n  understudy switchover postgres --to ol-db3\n  understudy switchover postgres --to ol-db3 --force",
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			service, err := serviceArg(a)
@@ -52,11 +59,14 @@ unhealthy, tagged nofailover or already primary. Follow the handover with
 					return usageError{err}
 				}
 			}
+			if force && to == "" {
+				return usage("--force needs --to: name the host that may take over")
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 			defer cancel()
 			var resp *pb.SwitchoverResponse
 			err = firstAnswer(ctx, addrs, func(ctx context.Context, cli pb.RegistryServiceClient) (err error) {
-				resp, err = cli.Switchover(ctx, &pb.SwitchoverRequest{Service: service, To: to})
+				resp, err = cli.Switchover(ctx, &pb.SwitchoverRequest{Service: service, To: to, Force: force})
 				return err
 			})
 			if err != nil {
@@ -66,12 +76,17 @@ unhealthy, tagged nofailover or already primary. Follow the handover with
 			if target == "" {
 				target = "the best ranked standby"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "switchover of %s requested: %s hands over to %s\n", service, resp.GetFrom(), target)
+			from := resp.GetFrom()
+			if from == "" {
+				from = "nobody"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "switchover of %s requested: %s hands over to %s\n", service, from, target)
 			return nil
 		},
 	}
 	registryFlag(cmd, &addrs)
 	cmd.Flags().StringVar(&to, "to", "", "the standby to hand the role to (default: the best ranked)")
+	cmd.Flags().BoolVar(&force, "force", false, "let --to take over although it lags the high-water mark (may lose writes)")
 	return cmd
 }
 

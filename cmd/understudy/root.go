@@ -33,7 +33,8 @@ func newRootCmd() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServerCmd(), newAgentCmd(), newWatchCmd(), newStatusCmd(), newDevCmd(),
-		newSwitchoverCmd(), newPauseCmd(), newResumeCmd(), newEventsCmd(), newRenderCmd(), newTopologyCmd())
+		newSwitchoverCmd(), newPauseCmd(), newResumeCmd(), newEventsCmd(), newRenderCmd(), newTopologyCmd(),
+		newGuardCmd())
 	return root
 }
 

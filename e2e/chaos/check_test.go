@@ -3,6 +3,7 @@ package chaos
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +52,61 @@ func TestTerms(t *testing.T) {
 		{"an older term overlaps a term two epochs later", []kvdemo.Write{w("a", 5, 0, "x", 1), w("b", 9, 10, "x", 2), w("a", 5, 40, "y", 1), w("b", 12, 30, "x", 3)}, ErrTermsOverlap},
 		{"one epoch on two hosts", []kvdemo.Write{w("a", 5, 0, "x", 1), w("b", 5, 10, "x", 2)}, ErrEpochShared},
 	} {
-		t.Run(tc.name, func(t *testing.T) { wantOnly(t, checkTerms(tc.writes), tc.want) })
+		t.Run(tc.name, func(t *testing.T) {
+			vs, diverged := checkTerms(tc.writes, nil, func(time.Time) bool { return false })
+			wantOnly(t, vs, tc.want)
+			if len(diverged) > 0 {
+				t.Errorf("diverged %v, want none", diverged)
+			}
+		})
+	}
+}
+
+// An old primary's late writes: acknowledged ones always break a
+// guarantee; unacknowledged ones only outside the tolerated window, where
+// they are counted as diverged instead.
+func TestLateWritesAckedLoggedOrDiverged(t *testing.T) {
+	writes := []kvdemo.Write{
+		w("a", 5, 0, "x", 1), w("b", 9, 20, "x", 2), w("b", 9, 25, "y", 2),
+		w("a", 5, 30, "y", 1), w("a", 5, 35, "x", 3), // late
+	}
+	ack := func(writer string, seq int64, host string, epoch int64) Ack {
+		return Ack{Writer: writer, Seq: seq, Host: host, Epoch: epoch}
+	}
+	base := []Ack{ack("x", 1, "a", 5), ack("x", 2, "b", 9), ack("y", 2, "b", 9)}
+	never := func(time.Time) bool { return false }
+	always := func(time.Time) bool { return true }
+	for _, tc := range []struct {
+		name         string
+		acks         []Ack
+		mayDiverge   func(time.Time) bool
+		want         []error
+		wantDiverged int
+	}{
+		{"unacknowledged, not tolerated", base, never, []error{ErrTermsOverlap}, 0},
+		{"unacknowledged, tolerated", base, always, nil, 2},
+		{"one acknowledged", append(slices.Clone(base), ack("y", 1, "a", 5)), always, []error{ErrAckedTermsOverlap, ErrTermsOverlap}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs, diverged := checkTerms(writes, tc.acks, tc.mayDiverge)
+			errs := errsOf(vs)
+			if len(errs) != len(tc.want) {
+				t.Fatalf("violations %v, want %v", errs, tc.want)
+			}
+			for i := range errs {
+				if !errors.Is(errs[i], tc.want[i]) {
+					t.Errorf("violation %d: %v, want %v", i, errs[i], tc.want[i])
+				}
+			}
+			if len(diverged) != tc.wantDiverged {
+				t.Errorf("%d diverged, want %d", len(diverged), tc.wantDiverged)
+			}
+		})
+	}
+	// One violation an epoch, however many late writes, with the count.
+	vs, _ := checkTerms(writes, base, never)
+	if len(vs) != 1 || !strings.Contains(vs[0].err.Error(), "logged 2 writes") {
+		t.Errorf("violations %v, want one of 2 late writes", errsOf(vs))
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 // Report is the outcome of a run: one row per fault kind, every round, and
 // every broken guarantee.
 type Report struct {
+	// Mode of the demo database: ask or noask (cluster.ModeAsk, ModeNoAsk).
+	Mode       string        `json:"mode"`
 	Seed       uint64        `json:"seed"`
 	Rounds     int           `json:"rounds"`
 	Started    time.Time     `json:"started"`
@@ -45,7 +47,11 @@ type KindRow struct {
 	Stale   int `json:"stale_rejected"`
 	Refused int `json:"refused"`
 	// LeaderHit: rounds whose fault also took down the etcd leader.
-	LeaderHit  int `json:"etcd_leader_hit"`
+	LeaderHit int `json:"etcd_leader_hit"`
+	// Diverged: late, unacknowledged writes of a superseded term that a
+	// frozen host took on thaw (noask mode, host-freeze only): what a
+	// rejoin must rewind. Not violations (see divergedExempt).
+	Diverged   int `json:"diverged"`
 	Violations int `json:"violations"`
 }
 
@@ -65,6 +71,7 @@ type RoundResult struct {
 	Stale         int       `json:"stale_rejected"`
 	Refused       int       `json:"refused"`
 	LeaderHit     bool      `json:"etcd_leader_hit"`
+	Diverged      int       `json:"diverged"`
 	Violations    []string  `json:"violations,omitempty"`
 }
 
@@ -77,19 +84,25 @@ func (m Millis) String() string { return fmt.Sprintf("%.0f", float64(m)) }
 
 func (rn *runner) report(started time.Time, rounds []*round, h *history) *Report {
 	// Broken guarantees go to the round during which they happened.
-	for _, v := range check(h) {
-		var into *round
+	roundAt := func(at time.Time) *round {
+		into := rounds[0]
 		for _, r := range rounds {
-			if !v.at.Before(r.start) {
+			if !at.Before(r.start) {
 				into = r
 			}
 		}
-		if into == nil {
-			into = rounds[0]
-		}
-		into.violations = append(into.violations, v.err.Error())
+		return into
 	}
-	rep := &Report{Seed: rn.cfg.Seed, Rounds: len(rounds), Started: started, Took: ms(time.Since(started)),
+	mayDiverge := func(at time.Time) bool { return rn.noask() && roundAt(at).kind == HostFreeze }
+	violations, diverged := check(h, mayDiverge)
+	for _, v := range violations {
+		r := roundAt(v.at)
+		r.violations = append(r.violations, v.err.Error())
+	}
+	for _, at := range diverged {
+		roundAt(at).diverged++
+	}
+	rep := &Report{Mode: rn.cfg.Cluster.Mode, Seed: rn.cfg.Seed, Rounds: len(rounds), Started: started, Took: ms(time.Since(started)),
 		AckedWrites: len(h.acks), LoggedWrites: len(h.writes), Primaries: len(h.truth)}
 	byKind := map[string][]*round{}
 	for _, r := range rounds {
@@ -98,7 +111,8 @@ func (rn *runner) report(started time.Time, rounds []*round, h *history) *Report
 			N: r.n, Kind: r.kind, Target: r.target, Injected: r.injected,
 			PrimaryBefore: r.primaryBefore, EpochBefore: r.epochBefore,
 			PrimaryAfter: r.primaryAfter, EpochAfter: r.epochAfter, Moved: r.moved,
-			Failover: ms(r.failover), WriteGap: ms(r.writeGap), Stale: r.stale, Refused: r.refused, LeaderHit: r.leaderHit, Violations: r.violations,
+			Failover: ms(r.failover), WriteGap: ms(r.writeGap), Stale: r.stale, Refused: r.refused, LeaderHit: r.leaderHit,
+			Diverged: r.diverged, Violations: r.violations,
 		})
 		for _, v := range r.violations {
 			rep.Violations = append(rep.Violations, fmt.Sprintf("round %d (%s): %s", r.n, r.kind, v))
@@ -127,6 +141,7 @@ func summarize(kind string, rs []*round) KindRow {
 		if r.leaderHit {
 			row.LeaderHit++
 		}
+		row.Diverged += r.diverged
 		row.Violations += len(r.violations)
 	}
 	slices.Sort(fo)
@@ -147,20 +162,20 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // WriteTable prints the per-kind table.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	_, _ = fmt.Fprintln(tw, "fault\trounds\tetcd leader hit\tprimary moved\tfailover p50 ms\tp99 ms\tmax ms\twrite gap max ms\tstale writes rejected\tother refused\tviolations\t")
+	_, _ = fmt.Fprintln(tw, "fault\trounds\tetcd leader hit\tprimary moved\tfailover p50 ms\tp99 ms\tmax ms\twrite gap max ms\tstale writes rejected\tother refused\tdiverged\tviolations\t")
 	for _, k := range append(slices.Clone(r.Kinds), r.Total) {
 		fo := [3]string{"-", "-", "-"}
 		if k.Moved > 0 {
 			fo = [3]string{k.FailoverP50.String(), k.FailoverP99.String(), k.FailoverMax.String()}
 		}
-		_, _ = fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t\n",
-			k.Kind, k.Rounds, k.LeaderHit, k.Moved, fo[0], fo[1], fo[2], k.WriteGapMax, k.Stale, k.Refused, k.Violations)
+		_, _ = fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n",
+			k.Kind, k.Rounds, k.LeaderHit, k.Moved, fo[0], fo[1], fo[2], k.WriteGapMax, k.Stale, k.Refused, k.Diverged, k.Violations)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d rounds, seed %d, %s; %d writes acknowledged, %d logged, %d primaries; %d violations\n",
-		r.Rounds, r.Seed, time.Duration(float64(r.Took)*float64(time.Millisecond)).Round(time.Second),
+	_, err := fmt.Fprintf(w, "%d rounds, %s mode, seed %d, %s; %d writes acknowledged, %d logged, %d primaries; %d violations\n",
+		r.Rounds, r.Mode, r.Seed, time.Duration(float64(r.Took)*float64(time.Millisecond)).Round(time.Second),
 		r.AckedWrites, r.LoggedWrites, r.Primaries, len(r.Violations))
 	for _, v := range r.Violations {
 		_, _ = fmt.Fprintln(w, "VIOLATION", v)

@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/understudy-dev/understudy/e2e/cluster"
+	"github.com/understudy-dev/understudy/e2e/kvdemo"
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
 	"github.com/understudy-dev/understudy/registry"
 	"github.com/understudy-dev/understudy/registry/client"
@@ -40,7 +41,8 @@ type Config struct {
 	// TTL of the agents' leases (deploy/compose/agents): faults that last
 	// "past the TTL" are held this long and more.
 	TTL time.Duration
-	// Writers and Watchers following the primary. Defaults 2 and 3.
+	// Writers and Watchers following the primary. Defaults 2 and 3. In
+	// noask mode every other writer holds its connection (see writer).
 	Writers, Watchers int
 	// RecoverWithin bounds each round's wait for a primary; SteadyWithin
 	// the wait for every registration to come back. Defaults 30s and 120s.
@@ -74,7 +76,10 @@ type round struct {
 	stale, refused     int
 	// leaderHit: the fault took down the etcd leader too, so the survivors
 	// first elect one, and etcd then renews every lease for a full TTL.
-	leaderHit  bool
+	leaderHit bool
+	// diverged: late, unacknowledged writes of a superseded term a frozen
+	// host took on thaw (noask mode, host-freeze only; see divergedExempt).
+	diverged   int
 	violations []string
 }
 
@@ -195,7 +200,9 @@ func (rn *runner) startWorkload(ctx context.Context, wg *sync.WaitGroup) error {
 		return append(slices.Clone(addrs[i:]), addrs[:i]...)
 	}
 	for i := range rn.cfg.Writers {
-		w, err := newWriter(ctx, fmt.Sprintf("writer%d", i+1), rotate(i), rn.cfg.ClientLog)
+		// In noask mode writer1, 3… hold their connection, writer2, 4… follow
+		// the registry on each write.
+		w, err := newWriter(ctx, fmt.Sprintf("writer%d", i+1), rn.noask(), i%2 == 0, rotate(i), rn.cfg.ClientLog)
 		if err != nil {
 			return err
 		}
@@ -233,16 +240,34 @@ func (rn *runner) runRound(ctx context.Context, r *round, f fault) error {
 		target == leader.Name+"/server" || target == "all")
 	rn.cfg.Logf("round %d: %s on %s", r.n, r.kind, target)
 	mustMove := f.mustMove(r)
+	// A timed fault heals holdFor after the injection, recovered or not;
+	// any other once the cluster recovered and holdFor passed.
+	healed := make(chan error, 1)
+	heal := func() {
+		if err := sleepCtx(ctx, time.Until(r.injected.Add(f.holdFor))); err != nil {
+			healed <- err
+			return
+		}
+		if f.heal != nil {
+			healed <- f.heal(ctx, r)
+			return
+		}
+		healed <- nil
+	}
+	if f.timed {
+		go heal()
+	}
 	if err := rn.waitRecovered(ctx, r, mustMove); err != nil {
 		r.violations = append(r.violations, err.Error())
 	}
-	if err := sleepCtx(ctx, time.Until(r.injected.Add(f.holdFor))); err != nil {
+	if !f.timed {
+		heal()
+	}
+	if err := <-healed; err != nil {
 		return err
 	}
-	if f.heal != nil {
-		if err := f.heal(ctx, r); err != nil {
-			return err
-		}
+	if rn.noask() {
+		rn.checkStray(ctx, r)
 	}
 	if err := rn.waitSteady(ctx, "after healing"); err != nil {
 		r.violations = append(r.violations, "registrations did not come back: "+err.Error())
@@ -250,7 +275,116 @@ func (rn *runner) runRound(ctx context.Context, r *round, f fault) error {
 	stale, refused := rn.refusals()
 	r.stale, r.refused = stale-staleBefore, refused-refusedBefore
 	r.writeGap = rn.writeGap(r.injected, time.Now())
+	if f.keepRole {
+		rn.checkKept(r, f.holdFor)
+	}
 	return nil
+}
+
+func (rn *runner) noask() bool { return rn.cfg.Cluster.Mode == cluster.ModeNoAsk }
+
+// checkStray waits up to 3×TTL for every database server the registry
+// does not name primary to stop acting as one (a restarted agent that lost
+// its lease demotes first; a demote hook reaches a server that was down).
+// Each one still acting is an ErrStrayPrimary, and is demoted by hand so
+// that its writers move on and later rounds test something.
+func (rn *runner) checkStray(ctx context.Context, r *round) {
+	start := time.Now()
+	deadline := start.Add(3 * rn.cfg.TTL)
+	for {
+		strays, down := rn.strays(ctx)
+		if len(strays) == 0 && down == 0 {
+			return
+		}
+		if len(strays) == 0 && time.Now().After(deadline) {
+			return // waitSteady reports a database that stays down
+		}
+		if time.Now().After(deadline) {
+			for _, st := range strays {
+				msg := fmt.Sprintf("%v: %s still primary at epoch %d %v after healing (registry: %s); demoted by hand",
+					ErrStrayPrimary, st.Host, st.Epoch, time.Since(start).Round(time.Second), rn.primaryText())
+				r.violations = append(r.violations, msg)
+				rn.cfg.Logf("round %d: %s", r.n, msg)
+				if err := rn.cfg.Cluster.KVDemote(ctx, rn.cfg.Cluster.Host(st.Host)); err != nil {
+					rn.cfg.Logf("round %d: demoting %s: %v", r.n, st.Host, err)
+				}
+			}
+			return
+		}
+		if sleepCtx(ctx, 200*time.Millisecond) != nil {
+			return
+		}
+	}
+}
+
+// strays are the running database servers that act as primary of another
+// term than the registry's primary; down counts those that did not answer
+// (a restarted host's server comes back as primary of its last term).
+func (rn *runner) strays(ctx context.Context) (out []kvdemo.State, down int) {
+	p, ok := rn.status.Primary(dbService)
+	for _, h := range rn.cfg.Cluster.Hosts {
+		if !h.DB {
+			continue
+		}
+		st, err := rn.cfg.Cluster.KVState(ctx, h)
+		if err != nil {
+			down++
+			continue
+		}
+		if st.Role == kvdemo.RolePrimary && (!ok || st.Host != p.GetHost() || st.Epoch != p.GetEpoch()) {
+			out = append(out, st)
+		}
+	}
+	return out, down
+}
+
+func (rn *runner) primaryText() string {
+	if p, ok := rn.status.Primary(dbService); ok {
+		return fmt.Sprintf("%s@%d", p.GetHost(), p.GetEpoch())
+	}
+	return "no primary"
+}
+
+// checkKept: the primary kept its term through the round, and writes
+// never stopped for longer than the fault was held.
+func (rn *runner) checkKept(r *round, hold time.Duration) {
+	epochs := map[int64]bool{}
+	for _, w := range rn.writers {
+		for _, a := range w.acksSince(r.injected) {
+			epochs[a.Epoch] = true
+		}
+	}
+	delete(epochs, r.epochBefore)
+	if len(epochs) > 0 || rn.primaryText() != fmt.Sprintf("%s@%d", r.primaryBefore, r.epochBefore) {
+		r.violations = append(r.violations, fmt.Sprintf("%v: %s@%d before, %s now, writes acknowledged at %d other epochs",
+			ErrRoleNotKept, r.primaryBefore, r.epochBefore, rn.primaryText(), len(epochs)))
+	}
+	if r.writeGap > hold {
+		r.violations = append(r.violations, fmt.Sprintf("%v: writes stopped for %v, the fault was held %v",
+			ErrRoleNotKept, r.writeGap.Round(time.Millisecond), hold))
+	}
+}
+
+// waitUnhealthy waits until the registry shows db on host not passing.
+func (rn *runner) waitUnhealthy(ctx context.Context, host string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		passing := false
+		if v, ok := rn.status.View(dbService); ok {
+			for _, in := range v.GetInstances() {
+				if in.GetHost() == host && in.GetHealth() == pb.Health_HEALTH_PASSING {
+					passing = true
+				}
+			}
+		}
+		if !passing {
+			return nil
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("db on %s still passing %v after its server was stopped", host, within)
 }
 
 // waitRecovered waits for a primary that writers reach: a new one (higher

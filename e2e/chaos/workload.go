@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -27,13 +28,30 @@ type Ack struct {
 	At time.Time
 }
 
-// writer follows the primary of the database through the registry and
-// writes to it every writeInterval, as an application would.
+// writer writes to the database's primary every writeInterval, as an
+// application would.
+//
+// In ask mode it asks the registry client for the primary before each
+// write and sends that primary's epoch. In noask mode it sends no epoch,
+// and either holds its connection or follows the registry:
+//
+//   - holding, it behaves like a PostgreSQL client (libpq with
+//     target_session_attrs=read-write): it keeps one keep-alive connection
+//     to the host it writes to and sends there until that host refuses or
+//     fails (an error, a timeout); only then does it ask the registry again
+//     and connect anew;
+//   - following, it is every new client: it asks the registry before each
+//     write and connects afresh. Without one, an old primary that goes on
+//     taking writes on held connections would never meet a new one taking
+//     writes too, and a split brain would go unobserved.
 type writer struct {
 	name    string
+	noask   bool
+	holds   bool // noask mode: hold the connection (else follow)
 	cli     *client.Client
-	http    *http.Client
-	lastSeq int64 // run's goroutine only
+	http    *http.Client // ask mode
+	lastSeq int64        // run's goroutine only
+	held    *heldConn    // noask mode; run's goroutine only
 
 	mu      sync.Mutex
 	acks    []Ack
@@ -53,19 +71,50 @@ func follow(ctx context.Context, addrs []string, log *slog.Logger) (*client.Clie
 	return client.NewFromConfig(ctx, cfg)
 }
 
-func newWriter(ctx context.Context, name string, addrs []string, log *slog.Logger) (*writer, error) {
+// writeTimeout bounds one write, connecting included.
+const writeTimeout = time.Second
+
+func newWriter(ctx context.Context, name string, noask, holds bool, addrs []string, log *slog.Logger) (*writer, error) {
 	cli, err := follow(ctx, addrs, log)
 	if err != nil {
 		return nil, err
 	}
-	return &writer{name: name, cli: cli, http: &http.Client{Timeout: time.Second}}, nil
+	c := &http.Client{Timeout: writeTimeout}
+	if noask && !holds {
+		c.Transport = &http.Transport{DisableKeepAlives: true} // a new connection each write
+	}
+	return &writer{name: name, noask: noask, holds: holds, cli: cli, http: c}, nil
+}
+
+// heldConn is a noask writer's connection to one host: a transport that
+// keeps at most one connection open.
+type heldConn struct {
+	host, addr string
+	tr         *http.Transport
+	http       *http.Client
+}
+
+func dialHeld(p *pb.Primary) *heldConn {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: writeTimeout, KeepAlive: 15 * time.Second}).DialContext,
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
+		DisableCompression:  true,
+	}
+	return &heldConn{host: p.GetHost(), addr: p.GetAddress(), tr: tr, http: &http.Client{Transport: tr, Timeout: writeTimeout}}
 }
 
 func (w *writer) run(ctx context.Context) {
 	defer w.cli.Close()
+	defer func() {
+		if w.held != nil {
+			w.held.tr.CloseIdleConnections()
+		}
+	}()
 	for ctx.Err() == nil {
-		p, ok := w.cli.Primary(dbService)
-		if ok && p.GetEpoch() > 0 {
+		if w.noask && w.holds {
+			w.writeHeld(ctx)
+		} else if p, ok := w.cli.Primary(dbService); ok && p.GetEpoch() > 0 {
 			w.write(ctx, p)
 		}
 		select {
@@ -78,28 +127,70 @@ func (w *writer) run(ctx context.Context) {
 func (w *writer) write(ctx context.Context, p *pb.Primary) {
 	w.lastSeq++
 	req := kvdemo.WriteRequest{Key: w.name, Value: fmt.Sprint(w.lastSeq), Epoch: p.GetEpoch(), Writer: w.name, Seq: w.lastSeq}
+	if w.noask {
+		req.Epoch = 0 // a PostgreSQL client knows no epoch
+	}
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.GetAddress()+"/write", bytes.NewReader(body))
 	if err != nil {
 		return
 	}
-	resp, err := w.http.Do(hreq)
+	w.send(w.http, hreq, req.Seq)
+}
+
+// writeHeld sends one write on the held connection, connecting to the
+// registry's primary first if none is held; a refusal or an error drops
+// the connection.
+func (w *writer) writeHeld(ctx context.Context) {
+	if w.held == nil {
+		p, ok := w.cli.Primary(dbService)
+		if !ok || p.GetAddress() == "" {
+			return
+		}
+		w.held = dialHeld(p)
+	}
+	w.lastSeq++
+	req := kvdemo.WriteRequest{Key: w.name, Value: fmt.Sprint(w.lastSeq), Writer: w.name, Seq: w.lastSeq}
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+w.held.addr+"/write", bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	if !w.send(w.held.http, hreq, req.Seq) {
+		w.held.tr.CloseIdleConnections()
+		w.held = nil
+	}
+}
+
+// send posts one write and records the outcome: an acknowledgement with
+// the host and epoch the server logged, or a refusal. It reports whether
+// the write was acknowledged.
+func (w *writer) send(c *http.Client, hreq *http.Request, seq int64) bool {
+	resp, err := c.Do(hreq)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
 		w.refused++
-		return
+		return false
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		w.acks = append(w.acks, Ack{Writer: w.name, Seq: req.Seq, Host: p.GetHost(), Epoch: req.Epoch, At: time.Now()})
-	case http.StatusConflict:
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		var rec kvdemo.Write
+		if err != nil || json.Unmarshal(b, &rec) != nil {
+			// Logged, perhaps, but not known to the client as acknowledged.
+			w.refused++
+			return false
+		}
+		w.acks = append(w.acks, Ack{Writer: w.name, Seq: seq, Host: rec.Host, Epoch: rec.Epoch, At: time.Now()})
+		return true
+	case resp.StatusCode == http.StatusConflict:
 		w.stale++
 	default:
 		w.refused++
 	}
+	return false
 }
 
 // counts returns the writer's refusals so far.

@@ -8,8 +8,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,11 +76,23 @@ var Topology = []Host{
 // Project_NETWORK.
 const Project = "understudy-e2e"
 
+// Modes of the demo database.
+const (
+	// ModeAsk: db asks its agent before every write and checks the
+	// client's epoch.
+	ModeAsk = "ask"
+	// ModeNoAsk: db takes writes like PostgreSQL until its demote hook
+	// stops it, and answers with the epoch it logged.
+	ModeNoAsk = "noask"
+)
+
 // Cluster is the running topology.
 type Cluster struct {
 	// ComposeFile is deploy/compose/docker-compose.yml.
 	ComposeFile string
 	Hosts       []Host
+	// Mode of the demo database, set when the hosts are created (Up).
+	Mode string
 	// Log receives every docker command run, for the test log.
 	Log func(format string, args ...any)
 }
@@ -87,6 +102,7 @@ func New(repoRoot string) *Cluster {
 	return &Cluster{
 		ComposeFile: filepath.Join(repoRoot, "deploy", "compose", "docker-compose.yml"),
 		Hosts:       slices.Clone(Topology),
+		Mode:        ModeNoAsk,
 		Log:         func(string, ...any) {},
 	}
 }
@@ -133,7 +149,12 @@ func (c *Cluster) EtcdEndpoints() []string {
 // Up removes what an earlier run left behind and starts every host.
 func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.Down(ctx); err != nil {
-		return err
+		// Docker can keep a stale endpoint on a network a cut zone was
+		// disconnected from and reconnected to; compose reuses the network.
+		if !strings.Contains(err.Error(), "has active endpoints") {
+			return err
+		}
+		c.Log("a network outlived its containers; reusing it: %v", err)
 	}
 	_, err := c.compose(ctx, "up", "-d")
 	return err
@@ -146,16 +167,20 @@ func (c *Cluster) Down(ctx context.Context) error {
 }
 
 func (c *Cluster) compose(ctx context.Context, args ...string) (string, error) {
-	return c.run(ctx, "docker-compose", append([]string{"-p", Project, "-f", c.ComposeFile}, args...)...)
+	env := "E2E_KV_ASK=" + fmt.Sprint(c.Mode == ModeAsk)
+	return c.run(ctx, []string{env}, "docker-compose", append([]string{"-p", Project, "-f", c.ComposeFile}, args...)...)
 }
 
 func (c *Cluster) docker(ctx context.Context, args ...string) (string, error) {
-	return c.run(ctx, "docker", args...)
+	return c.run(ctx, nil, "docker", args...)
 }
 
-func (c *Cluster) run(ctx context.Context, name string, args ...string) (string, error) {
-	c.Log("$ %s %s", name, strings.Join(args, " "))
+func (c *Cluster) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
+	c.Log("$ %s", strings.Join(append(slices.Clone(env), append([]string{name}, args...)...), " "))
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -200,6 +225,70 @@ func (c *Cluster) Unpause(ctx context.Context, h Host) error {
 func (c *Cluster) KillProcess(ctx context.Context, h Host, proc string) error {
 	_, err := c.docker(ctx, "exec", h.Container(), "/e2ehost", "kill", proc)
 	return err
+}
+
+// Signal sends sig (KILL, STOP, CONT, TERM) to one supervised process of a
+// host; a process that dies is started again after a second.
+func (c *Cluster) Signal(ctx context.Context, h Host, proc, sig string) error {
+	_, err := c.docker(ctx, "exec", h.Container(), "/e2ehost", "kill", "--signal", sig, proc)
+	return err
+}
+
+// KillHeld crashes one supervised process of a host and keeps it down for
+// d, or until Release.
+func (c *Cluster) KillHeld(ctx context.Context, h Host, proc string, d time.Duration) error {
+	_, err := c.docker(ctx, "exec", h.Container(), "/e2ehost", "kill", "--restart-after", d.String(), proc)
+	return err
+}
+
+// Release lets a process KillHeld keeps down start again now.
+func (c *Cluster) Release(ctx context.Context, h Host, proc string) error {
+	_, err := c.docker(ctx, "exec", h.Container(), "/e2ehost", "start", proc)
+	return err
+}
+
+// KVState asks a database host's server for its role.
+func (c *Cluster) KVState(ctx context.Context, h Host) (kvdemo.State, error) {
+	var st kvdemo.State
+	err := c.kv(ctx, h, http.MethodGet, "/state", nil, &st)
+	return st, err
+}
+
+// KVDemote tells a database host's server it is a standby, as its demote
+// hook would.
+func (c *Cluster) KVDemote(ctx context.Context, h Host) error {
+	body, _ := json.Marshal(kvdemo.RoleRequest{Role: kvdemo.RoleStandby})
+	c.Log("demote kv on %s", h.Name)
+	return c.kv(ctx, h, http.MethodPost, "/role", body, nil)
+}
+
+// KVSlowHealth makes a database host's GET /health answer late for d (0:
+// no longer).
+func (c *Cluster) KVSlowHealth(ctx context.Context, h Host, d time.Duration) error {
+	c.Log("kv on %s: /health slow for %v", h.Name, d)
+	return c.kv(ctx, h, http.MethodPost, "/slow?for="+d.String(), nil, nil)
+}
+
+func (c *Cluster) kv(ctx context.Context, h Host, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+h.IP+":"+KVPort+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("kv on %s: %s %s: %s: %s", h.Name, method, path, resp.Status, bytes.TrimSpace(b))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
 }
 
 // CutZone disconnects every host of zone from the links to other zones.

@@ -8,16 +8,20 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 )
 
 // Handler serves the HTTP API:
 //
 //	POST /role   RoleRequest        from the promote and demote hooks
-//	POST /write  WriteRequest       200 Write; 409 stale epoch; 503 not primary
+//	POST /write  WriteRequest       200 Write (the host and epoch logged);
+//	                                409 stale epoch; 503 not primary
 //	GET  /get?key=K                 the value, 404 if absent
 //	GET  /state                     State
 //	GET  /log                       the write log, one JSON Write a line
 //	GET  /health                    200 while the process serves
+//	POST /slow?for=D                /health answers a second late for the
+//	                                duration D (Go syntax; 0 ends it)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /role", func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +75,25 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		_, _ = io.Copy(w, f)
 	})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		if d := s.healthDelay(); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("POST /slow", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("for"))
+		if err != nil {
+			http.Error(w, "for: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SlowHealth(d)
+		_, _ = fmt.Fprintf(w, "health slow for %v\n", d)
+	})
 	return mux
 }
 

@@ -18,8 +18,17 @@
 // Like a real database, the role survives a restart of the process (a
 // promoted PostgreSQL stays promoted): an agent that resumes its lease after
 // a reboot keeps the role without running the promote hook again. A server
-// restored as primary of a term that has since ended is harmless: the agent
-// no longer confirms that term.
+// restored as primary of a term that has since ended is harmless in this
+// mode: the agent no longer confirms that term.
+//
+// With Config.NoAsk the server behaves like PostgreSQL instead: it never
+// asks the agent and ignores the epoch a client sends (a PostgreSQL client
+// knows none). It takes every write while its hooks say primary, and logs
+// (and answers) each one with its own host and current epoch. Only the
+// demote hook stops it, so the "one primary" guarantees are then the
+// agent's alone. The demote hook records the standby role on disk first
+// (DemoteOnDisk), so that it also demotes a server that is down or
+// restarting; Listen says how that is kept free of races.
 package kvdemo
 
 import (
@@ -51,6 +60,9 @@ type Config struct {
 	AgentURL string
 	// Service is the service name the agent knows this server by.
 	Service string
+	// NoAsk: take writes like PostgreSQL, without asking the agent and
+	// without checking the client's epoch (see the package doc).
+	NoAsk bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -89,6 +101,7 @@ type State struct {
 	Highest  int64  `json:"highest"`
 	Accepted int64  `json:"accepted"`
 	Stale    int64  `json:"stale"`
+	NoAsk    bool   `json:"noask"`
 }
 
 // Reasons a write is refused; each maps to one HTTP status.
@@ -112,19 +125,31 @@ type Server struct {
 	state State
 	data  map[string]string
 	log   *os.File
+
+	// slowUntil: GET /health answers late until then (POST /slow).
+	slowMu    sync.Mutex
+	slowUntil time.Time
 }
 
-// Files in DataDir.
-const (
-	// LogName is the write log: one JSON Write a line.
-	LogName = "writes.jsonl"
-	// roleName holds the last role and epoch the hooks set.
-	roleName = "role.json"
-)
+// LogName is the write log in DataDir: one JSON Write a line.
+const LogName = "writes.jsonl"
 
 // Open loads the write log (to recover the highest epoch seen) and the
-// role the hooks last set; a new server starts as a standby.
+// role the hooks last set; a new server starts as a standby. A server that
+// is about to serve should use Listen, which also closes the race with a
+// demote hook.
 func Open(cfg Config) (*Server, error) {
+	var s *Server
+	err := withRoleLock(cfg.DataDir, func() error {
+		var err error
+		s, err = openLocked(cfg)
+		return err
+	})
+	return s, err
+}
+
+// openLocked is Open with the role lock held by the caller.
+func openLocked(cfg Config) (*Server, error) {
 	if cfg.Host == "" || cfg.Service == "" || cfg.DataDir == "" {
 		return nil, errors.New("kvdemo: host, service and data dir are required")
 	}
@@ -149,7 +174,7 @@ func Open(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:    cfg,
 		client: &http.Client{Timeout: 500 * time.Millisecond},
-		state:  State{Host: cfg.Host, Role: RoleStandby},
+		state:  State{Host: cfg.Host, Role: RoleStandby, NoAsk: cfg.NoAsk},
 		data:   map[string]string{},
 		log:    f,
 	}
@@ -157,14 +182,13 @@ func Open(cfg Config) (*Server, error) {
 		s.state.Highest = max(s.state.Highest, w.Epoch)
 		s.data[w.Key] = w.Value
 	}
-	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, roleName)); err == nil {
-		var r RoleRequest
-		if err := json.Unmarshal(b, &r); err != nil {
-			return nil, fmt.Errorf("kvdemo: %s: %w", roleName, err)
-		}
-		s.state.Role, s.state.Epoch = r.Role, r.Epoch
-		s.state.Highest = max(s.state.Highest, r.Epoch)
+	r, err := readRole(cfg.DataDir)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
 	}
+	s.state.Role, s.state.Epoch = r.Role, r.Epoch
+	s.state.Highest = max(s.state.Highest, r.Epoch)
 	return s, nil
 }
 
@@ -210,20 +234,23 @@ func dropTornTail(path string) error {
 	return os.Truncate(path, int64(bytes.LastIndexByte(b, '\n')+1))
 }
 
-// saveRole records the role atomically, as a database records promotion.
+// saveRole records the role under the role lock.
 func (s *Server) saveRole() error {
-	b, _ := json.Marshal(RoleRequest{Role: s.state.Role, Epoch: s.state.Epoch})
-	tmp := filepath.Join(s.cfg.DataDir, roleName+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(s.cfg.DataDir, roleName))
+	r := RoleRequest{Role: s.state.Role, Epoch: s.state.Epoch}
+	return withRoleLock(s.cfg.DataDir, func() error { return writeRole(s.cfg.DataDir, r) })
 }
 
-// Write applies w if this server is the confirmed primary of w.Epoch.
+// Write applies w if this server is the confirmed primary of w.Epoch; with
+// NoAsk, if this server is primary at all, at its own epoch.
 func (s *Server) Write(w WriteRequest) (Write, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cfg.NoAsk {
+		if s.state.Role != RolePrimary {
+			return Write{}, fmt.Errorf("%w: role %s", ErrNotPrimary, s.state.Role)
+		}
+		return s.append(w, s.state.Epoch, s.cfg.Now())
+	}
 	if w.Epoch < s.state.Highest {
 		s.state.Stale++
 		return Write{}, fmt.Errorf("%w: %d < %d", ErrStaleEpoch, w.Epoch, s.state.Highest)
@@ -240,7 +267,12 @@ func (s *Server) Write(w WriteRequest) (Write, error) {
 	if err := s.confirm(); err != nil {
 		return Write{}, err
 	}
-	rec := Write{Host: s.cfg.Host, Epoch: w.Epoch, AcceptedAt: at, Key: w.Key, Value: w.Value, Writer: w.Writer, Seq: w.Seq}
+	return s.append(w, w.Epoch, at)
+}
+
+// append logs and applies an accepted write; s.mu is held.
+func (s *Server) append(w WriteRequest, epoch int64, at time.Time) (Write, error) {
+	rec := Write{Host: s.cfg.Host, Epoch: epoch, AcceptedAt: at, Key: w.Key, Value: w.Value, Writer: w.Writer, Seq: w.Seq}
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return Write{}, err
@@ -283,6 +315,26 @@ func (s *Server) State() State {
 	defer s.mu.Unlock()
 	return s.state
 }
+
+// SlowHealth makes GET /health answer only after a delay until d from now
+// (d ≤ 0 ends it at once): a check that times out while the service
+// still takes writes.
+func (s *Server) SlowHealth(d time.Duration) {
+	s.slowMu.Lock()
+	defer s.slowMu.Unlock()
+	s.slowUntil = s.cfg.Now().Add(d)
+}
+
+// healthDelay is how long GET /health waits before answering now.
+func (s *Server) healthDelay() time.Duration {
+	s.slowMu.Lock()
+	defer s.slowMu.Unlock()
+	return min(s.slowUntil.Sub(s.cfg.Now()), slowHealthDelay)
+}
+
+// slowHealthDelay bounds one slow answer of GET /health: far beyond any
+// check timeout, short enough that answers resume soon after the end.
+const slowHealthDelay = time.Second
 
 // Path of the write log.
 func (s *Server) Path() string { return filepath.Join(s.cfg.DataDir, LogName) }

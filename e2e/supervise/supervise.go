@@ -4,7 +4,8 @@
 //
 // It starts the processes of a Procfile in order, restarts any that exits
 // (as systemd's Restart=always would), writes each one's PID to a file so
-// that `e2ehost kill NAME` can crash it, and on SIGTERM stops them in
+// that `e2ehost kill NAME` can crash it (Hold keeps a crashed process down
+// for a while, Release lets it start again), and on SIGTERM stops them in
 // reverse order so that the agent demotes and revokes before the services
 // and the etcd member go away.
 package supervise
@@ -120,12 +121,85 @@ func (s *supervised) loop() {
 			err := <-done
 			s.logf("exited: %v", exitText(err))
 		}
-		select {
-		case <-s.stop:
+		if !s.waitRestart() {
 			return
-		case <-time.After(s.cfg.RestartDelay):
 		}
 	}
+}
+
+// waitRestart waits RestartDelay, or while a hold lasts, and reports
+// whether to start the process again (false: the supervisor stops).
+func (s *supervised) waitRestart() bool {
+	delay := time.After(s.cfg.RestartDelay)
+	tick := time.NewTicker(holdPoll)
+	defer tick.Stop()
+	held := false
+	for {
+		until, ok := readHold(s.cfg.RunDir, s.proc.Name)
+		switch {
+		case ok && time.Now().Before(until):
+			if !held {
+				s.logf("held down until %s", until.Format(time.TimeOnly))
+				held = true
+			}
+		case held:
+			_ = Release(s.cfg.RunDir, s.proc.Name)
+			return s.wait(nil)
+		default:
+			_ = Release(s.cfg.RunDir, s.proc.Name) // a hold that ended
+			return s.wait(delay)
+		}
+		if !s.wait(tick.C) {
+			return false
+		}
+	}
+}
+
+// wait waits for ch (nil: not at all) unless the supervisor stops first.
+func (s *supervised) wait(ch <-chan time.Time) bool {
+	if ch == nil {
+		select {
+		case <-s.stop:
+			return false
+		default:
+			return true
+		}
+	}
+	select {
+	case <-s.stop:
+		return false
+	case <-ch:
+		return true
+	}
+}
+
+// holdPoll is how often a held process's hold file is read again.
+const holdPoll = 100 * time.Millisecond
+
+func holdFile(runDir, name string) string { return filepath.Join(runDir, name+".hold") }
+
+// Hold keeps process NAME from being restarted before until, should it
+// exit (set it before crashing the process). Release ends a hold early.
+func Hold(runDir, name string, until time.Time) error {
+	return os.WriteFile(holdFile(runDir, name), []byte(until.Format(time.RFC3339Nano)+"\n"), 0o644)
+}
+
+// Release ends a hold: a held process starts again within holdPoll.
+func Release(runDir, name string) error {
+	err := os.Remove(holdFile(runDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func readHold(runDir, name string) (time.Time, bool) {
+	b, err := os.ReadFile(holdFile(runDir, name))
+	if err != nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+	return t, err == nil
 }
 
 func (s *supervised) start() (<-chan error, error) {

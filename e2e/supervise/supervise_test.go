@@ -99,3 +99,49 @@ func TestRestartsACrashedProcessAndStopsInReverseOrder(t *testing.T) {
 		t.Errorf("no exit line in output:\n%s", out)
 	}
 }
+
+func TestAHeldProcessStartsWhenTheHoldEndsOrIsReleased(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Procs: []Proc{{Name: "agent", Argv: []string{"sh", "-c", "echo up; while :; do sleep 0.05; done"}}},
+		RunDir: filepath.Join(dir, "run"), RestartDelay: 50 * time.Millisecond, StopTimeout: 5 * time.Second, Out: &syncBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	defer func() { cancel(); <-done }()
+	pid := func() string {
+		b, _ := os.ReadFile(filepath.Join(cfg.RunDir, "agent.pid"))
+		return string(b)
+	}
+	waitFor(t, "started", func() bool { return pid() != "" })
+
+	crash := func(hold time.Duration) (string, time.Time) {
+		t.Helper()
+		p, at := pid(), time.Now()
+		if err := Hold(cfg.RunDir, "agent", at.Add(hold)); err != nil {
+			t.Fatal(err)
+		}
+		if err := Kill(cfg.RunDir, "agent", syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return p, at
+	}
+	// A hold that runs out.
+	p, at := crash(400 * time.Millisecond)
+	waitFor(t, "restarted after the hold", func() bool { q := pid(); return q != "" && q != p })
+	if took := time.Since(at); took < 400*time.Millisecond {
+		t.Errorf("restarted after %v, before the hold ended", took)
+	}
+	// A hold released early.
+	p, at = crash(time.Hour)
+	time.Sleep(200 * time.Millisecond)
+	if pid() != p {
+		t.Fatal("restarted while held")
+	}
+	if err := Release(cfg.RunDir, "agent"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restarted after the release", func() bool { q := pid(); return q != "" && q != p })
+	if took := time.Since(at); took > 2*time.Second {
+		t.Errorf("restarted %v after the crash", took)
+	}
+}

@@ -63,6 +63,7 @@ func startBackend(t *testing.T, name, zone string, priority int32, endpoints []s
 		ElectionStep: agent.D(50 * time.Millisecond),
 		Services: []agent.ServiceConfig{{
 			Name: "db", Mode: agent.ModePrimary, Address: b.addr, Priority: priority,
+			Hooks: agent.HooksConfig{Demote: []string{"true"}},
 			Check: agent.CheckConfig{TCP: "self", Interval: agent.D(50 * time.Millisecond), Timeout: agent.D(50 * time.Millisecond), Rise: &rise, Fall: &fall},
 		}},
 	}, agent.Options{Logger: servertest.Quiet(t)})

@@ -109,7 +109,11 @@ func refuse(what, service, format string, args ...any) error {
 // checkSwitchover says why a switchover of r's service to (a host, or ""
 // for the best ranked standby) cannot be requested at now, or nil when it
 // can.
-func checkSwitchover(r *records, to string, now time.Time) error {
+//
+// A forced request (force, with to) may also name a host when there is no
+// primary: it lets that host take a free role although it lags the
+// service's high-water mark.
+func checkSwitchover(r *records, to string, force bool, now time.Time) error {
 	no := func(format string, args ...any) error { return refuse("switchover of", r.service, format, args...) }
 	primary := r.primary.GetHost()
 	switch {
@@ -117,7 +121,7 @@ func checkSwitchover(r *records, to string, now time.Time) error {
 		return no("no instance is registered")
 	case r.view.GetMode() != pb.Mode_MODE_PRIMARY:
 		return no("it is a %s service: only primary-mode services have a primary to hand over", registry.ModeName(r.view.GetMode()))
-	case r.primary == nil:
+	case r.primary == nil && !force:
 		return no("it has no primary (status %s): there is nothing to hand over", registry.StatusName(r.view.GetStatus()))
 	case r.control.GetPaused():
 		return no("it is paused: resume it first")
@@ -166,9 +170,12 @@ func orBest(to string) string { return cmp.Or(to, "the best ranked standby") }
 // for its primary's agent to act on, after checking that the request can
 // succeed now. See checkSwitchover for what it refuses.
 func (s *service) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb.SwitchoverResponse, error) {
-	service, to := req.GetService(), req.GetTo()
+	service, to, force := req.GetService(), req.GetTo(), req.GetForce()
 	if err := registry.ValidateName("service", service); err != nil {
 		return nil, toStatus(err)
+	}
+	if force && to == "" {
+		return nil, toStatus(fmt.Errorf("%w: force: needs to, the host that may take over past the high-water mark", ErrInvalidArgument))
 	}
 	if to != "" {
 		if err := registry.ValidateName("to", to); err != nil {
@@ -187,11 +194,11 @@ func (s *service) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*p
 			return nil, toStatus(refuse("switchover of", service, "the primary changed meanwhile (was %s, now %s)", from, cmp.Or(current, "none")))
 		}
 		now := time.Now()
-		if err := checkSwitchover(r, to, now); err != nil {
+		if err := checkSwitchover(r, to, force, now); err != nil {
 			return nil, toStatus(err)
 		}
 		from = r.primary.GetHost()
-		control := &pb.Control{SwitchoverFrom: from, SwitchoverTo: to, RequestedAt: timestamppb.New(now)}
+		control := &pb.Control{SwitchoverFrom: from, SwitchoverTo: to, Force: force, RequestedAt: timestamppb.New(now)}
 		guards := []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(registry.PrimaryKey(service)), "=", r.modRev(registry.PrimaryKey(service))),
 			clientv3.Compare(clientv3.ModRevision(registry.ControlKey(service)), "=", r.modRev(registry.ControlKey(service))),
@@ -211,9 +218,13 @@ func (s *service) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*p
 			}
 			continue // read again and check again
 		}
+		reason := "operator switchover to " + orBest(to)
+		if force {
+			reason = "operator forced " + to + " to take over, past the high-water mark: writes only the last primary had may be lost"
+		}
 		s.event(ctx, &pb.Event{
 			Service: service, Kind: pb.EventKind_EVENT_KIND_SWITCHOVER_REQUESTED,
-			Host: from, Epoch: r.primary.GetEpoch(), Reason: "operator switchover to " + orBest(to), At: control.GetRequestedAt(),
+			Host: from, Epoch: r.primary.GetEpoch(), Reason: reason, At: control.GetRequestedAt(),
 		}, resp.Header.Revision)
 		return &pb.SwitchoverResponse{From: from, To: to}, nil
 	}

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/pkg/v3/featuregate"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/features"
 	"go.uber.org/zap"
 
 	"github.com/understudy-dev/understudy/registry"
@@ -178,6 +180,9 @@ func (c *MemberConfig) embedConfig() (*embed.Config, zap.AtomicLevel, error) {
 	hb, el := c.timing()
 	cfg.TickMs = uint(hb / time.Millisecond)
 	cfg.ElectionMs = uint(el / time.Millisecond)
+	if err := guardLeases(cfg); err != nil {
+		return nil, level, err
+	}
 	cfg.LogLevel = c.LogLevel
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "error"
@@ -197,6 +202,41 @@ func (c *MemberConfig) embedConfig() (*embed.Config, zap.AtomicLevel, error) {
 		return nil, level, fmt.Errorf("etcd member configuration: %w", err)
 	}
 	return cfg, level, nil
+}
+
+// guardLeases turns on what etcd offers, beyond its defaults, to keep lease
+// expiry honest across leader changes.
+//
+// Already on in v3.7 without a setting: a leader checks that it still leads
+// before it revokes expired leases or answers a renewal (etcd issue #15247,
+// PR #16822; #12528 showed a stale leader's revoke forwarded to the new
+// leader and applied, while clients renewed through the new one). The check
+// is skipped while the member's raft ticker ran within the last three
+// heartbeats (PR #18428, for speed), which a leader resumed after a freeze
+// does at once, so a revoke can still slip through before it learns of the
+// new term. No v3.7 setting closes that window (raft cannot refuse to
+// forward one kind of proposal: etcd-io/raft#88 is open). Agents at least
+// send no renewal to such a member: their endpoint prober takes it back
+// only once it answers a linearizable read.
+func guardLeases(cfg *embed.Config) error {
+	// Pre-vote (default since v3.6, stated so it stays): a member back from
+	// a freeze or partition cannot depose a working leader by bumping the
+	// term, so it causes no needless election and lease refresh.
+	cfg.PreVote = true
+	// Without checkpoints a new leader restarts every lease at its full
+	// TTL, so a lease longer than etcd's fixed 5-minute checkpoint interval
+	// (the event history's: 7 days) may never expire if leaders change
+	// often enough (etcd issue #9888; checkpoints PR #9924, kept working
+	// past the first leader change and across restarts by PR #13508,
+	// persisted once the cluster version is 3.6). Agent leases of seconds
+	// are below the interval and are still refreshed by a new leader to
+	// TTL + election timeout: that delays an expiry, it never brings one
+	// before an agent's deadline.
+	gates, ok := cfg.ServerFeatureGate.(featuregate.MutableFeatureGate)
+	if !ok {
+		return errors.New("etcd feature gates cannot be set")
+	}
+	return gates.SetFromMap(map[string]bool{string(features.LeaseCheckpoint): true})
 }
 
 // Member is a running embedded etcd member.

@@ -21,8 +21,9 @@
 #                                                      sudo -n -u postgres
 #   PG_STOP_TIMEOUT  seconds a graceful (fast) shutdown may take before an
 #                    immediate one                     20
-#   PG_PROMOTE_TIMEOUT  seconds pg_ctl promote waits; keep it within the
-#                    promote window, ttl - fence_margin  5
+#   PG_PROMOTE_TIMEOUT  seconds pg_ctl promote waits at most; it never waits
+#                    past UNDERSTUDY_DEADLINE_MS, the promote window the
+#                    agent gives (ttl - fence_margin)  5
 #   PGHOST, PGPORT, PGUSER, PGDATABASE  how psql connects (libpq); by default
 #                    the local socket, as the agent's OS user (role understudy),
 #                    database postgres
@@ -103,7 +104,14 @@ promote() {
 	down) die "PostgreSQL does not answer: cannot promote" ;;
 	esac
 	log "promoting: epoch ${UNDERSTUDY_EPOCH:-?}, previous primary ${UNDERSTUDY_PREVIOUS_PRIMARY:-none}, ${UNDERSTUDY_REASON:-no reason given}"
-	ctl promote -D "$PGDATA" -w -t "$PG_PROMOTE_TIMEOUT"
+	wait=$PG_PROMOTE_TIMEOUT
+	if [ -n "${UNDERSTUDY_DEADLINE_MS:-}" ]; then
+		# Leave a second of the window to read the state back.
+		left=$(( UNDERSTUDY_DEADLINE_MS / 1000 - 1 ))
+		[ "$left" -ge 1 ] || die "no time left in the promote window (${UNDERSTUDY_DEADLINE_MS}ms)"
+		[ "$left" -lt "$wait" ] && wait=$left
+	fi
+	ctl promote -D "$PGDATA" -w -t "$wait"
 	[ "$(state)" = primary ] || die "still in recovery after pg_ctl promote"
 	log "promoted"
 }

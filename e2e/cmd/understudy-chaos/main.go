@@ -24,6 +24,7 @@ func main() {
 	rounds := flag.Int("rounds", 100, "fault rounds")
 	seed := flag.Uint64("seed", 0, "orders the faults (0: from the clock)")
 	kinds := flag.String("kinds", "", "comma-separated fault kinds (default all: "+strings.Join(chaos.Kinds, ",")+")")
+	mode := flag.String("mode", cluster.ModeNoAsk, "demo database: noask takes writes like PostgreSQL until demoted; ask asks its agent before each write")
 	jsonOut := flag.String("json", "bin/chaos.json", "where to write the JSON report")
 	keep := flag.Bool("keep", false, "leave the topology running afterwards")
 	verbose := flag.Bool("v", false, "print every docker command")
@@ -35,7 +36,11 @@ func main() {
 	if *kinds != "" {
 		ks = strings.Split(*kinds, ",")
 	}
-	code, err := run(*rounds, *seed, ks, *jsonOut, *keep, *verbose)
+	if *mode != cluster.ModeAsk && *mode != cluster.ModeNoAsk {
+		fmt.Fprintf(os.Stderr, "understudy-chaos: -mode %q: want %s or %s\n", *mode, cluster.ModeAsk, cluster.ModeNoAsk)
+		os.Exit(2)
+	}
+	code, err := run(*rounds, *seed, *mode, ks, *jsonOut, *keep, *verbose)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "understudy-chaos:", err)
 		os.Exit(2)
@@ -43,7 +48,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(rounds int, seed uint64, kinds []string, jsonOut string, keep, verbose bool) (int, error) {
+func run(rounds int, seed uint64, mode string, kinds []string, jsonOut string, keep, verbose bool) (int, error) {
 	if err := cluster.Available(); err != nil {
 		return 0, err
 	}
@@ -57,6 +62,7 @@ func run(rounds int, seed uint64, kinds []string, jsonOut string, keep, verbose 
 		fmt.Printf("%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 	}
 	c := cluster.New(root)
+	c.Mode = mode
 	if verbose {
 		c.Log = logf
 	}
@@ -76,7 +82,7 @@ func run(rounds int, seed uint64, kinds []string, jsonOut string, keep, verbose 
 			_ = c.Down(context.Background())
 		}
 	}()
-	logf("chaos: %d rounds, seed %d", rounds, seed)
+	logf("chaos: %d rounds, seed %d, %s mode", rounds, seed, mode)
 	rep, err := chaos.Run(ctx, chaos.Config{Cluster: c, Rounds: rounds, Seed: seed, Kinds: kinds, Logf: logf})
 	if err != nil {
 		return 0, err

@@ -260,9 +260,9 @@ func (h *Hub) applyEvents(events []*clientv3.Event, header *etcdserverpb.Respons
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
-	changed := map[string]*pb.View{}
+	changed, marked := map[string]*pb.View{}, map[string]*pb.View{}
 	if h.vouch.observeTerm(header.GetRaftTerm(), now) {
-		h.remark(now, changed)
+		h.remark(now, marked)
 	}
 	for _, ev := range events {
 		key := string(ev.Kv.Key)
@@ -273,10 +273,10 @@ func (h *Hub) applyEvents(events []*clientv3.Event, header *etcdserverpb.Respons
 		} else {
 			delete(h.modRevs, key)
 		}
-		h.apply(key, value, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease), true, now, changed)
+		h.apply(key, value, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease), true, now, changed, marked)
 	}
 	h.state.SetRevision(header.GetRevision())
-	h.publish(changed, h.stale, false)
+	h.publishChanges(changed, marked, h.stale)
 }
 
 // applySnapshot brings the state to a full read at header's revision: keys
@@ -287,14 +287,14 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 	defer h.mu.Unlock()
 	rev := header.GetRevision()
 	now := time.Now()
-	changed := map[string]*pb.View{}
+	changed, marked := map[string]*pb.View{}, map[string]*pb.View{}
 	if !stale {
 		changedTerm := h.vouch.observeTerm(header.GetRaftTerm(), now)
 		if h.stale {
 			h.vouch.quorumBack(now)
 		}
 		if changedTerm || h.stale {
-			h.remark(now, changed)
+			h.remark(now, marked)
 		}
 	}
 	seen := make(map[string]bool, len(kvs))
@@ -305,12 +305,12 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 			continue
 		}
 		h.modRevs[key] = kv.ModRevision
-		h.apply(key, nonNil(kv.Value), kv.ModRevision, clientv3.LeaseID(kv.Lease), false, now, changed)
+		h.apply(key, nonNil(kv.Value), kv.ModRevision, clientv3.LeaseID(kv.Lease), false, now, changed, marked)
 	}
 	for key := range h.modRevs {
 		if !seen[key] {
 			delete(h.modRevs, key)
-			h.apply(key, nil, rev, 0, false, now, changed)
+			h.apply(key, nil, rev, 0, false, now, changed, marked)
 		}
 	}
 	h.state.SetRevision(rev)
@@ -321,7 +321,7 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 		first = true
 		h.historyFrom = h.state.Revision()
 	}
-	h.publish(changed, stale, false)
+	h.publishChanges(changed, marked, stale)
 	if first {
 		close(h.ready)
 	}
@@ -329,8 +329,9 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 
 // apply applies one put (value non-nil, bound to lease) or delete of key.
 // written says the hub saw the change happen through its watch rather than
-// in a full read.
-func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID, written bool, now time.Time, changed map[string]*pb.View) {
+// in a full read. Views the record changed go to changed; a view whose
+// unconfirmed mark alone changed goes to marked.
+func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID, written bool, now time.Time, changed, marked map[string]*pb.View) {
 	if k, err := registry.ParseKey(key); err == nil && k.Kind == registry.KindPrimary {
 		// The mark is set before the record so that the view built from
 		// it is right at once: a primary nobody vouches for is never
@@ -341,7 +342,7 @@ func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID,
 			h.vouch.setPrimary(k.Service, lease, written, now)
 		}
 		if v := h.state.SetUnconfirmed(k.Service, h.vouch.unconfirmed(k.Service, now)); v != nil {
-			changed[k.Service] = v
+			marked[k.Service] = v
 		}
 	}
 	v, err := h.state.Apply(key, value, rev)
@@ -351,6 +352,21 @@ func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID,
 	}
 	if v != nil {
 		changed[v.GetService()] = v
+	}
+}
+
+// publishChanges publishes the views that records changed, then those
+// whose unconfirmed mark alone changed, as restamped: at their old
+// revision, a subscriber that resumed from a later one would drop them
+// otherwise, and keep showing a primary as confirmed that is not. A view in
+// both maps was built after the mark was set, and goes out once.
+func (h *Hub) publishChanges(changed, marked map[string]*pb.View, stale bool) {
+	for name := range changed {
+		delete(marked, name)
+	}
+	h.publish(changed, stale, false)
+	if len(marked) > 0 {
+		h.publish(marked, stale, true)
 	}
 }
 

@@ -239,10 +239,12 @@ func dephase(ctx context.Context, period time.Duration) error {
 	}
 }
 
-// replaced matches a view whose primary is another host with a higher epoch.
+// replaced matches a view whose primary is another host with a higher
+// epoch, and confirmed: clients send an unconfirmed primary no writes, so
+// a failover is over for them only then.
 func replaced(old *pb.Primary) func(*pb.View) bool {
 	return func(v *pb.View) bool {
-		p := v.GetPrimary()
+		p := registry.ActingPrimary(v)
 		return p != nil && p.GetHost() != old.GetHost() && p.GetEpoch() > old.GetEpoch()
 	}
 }

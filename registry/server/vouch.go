@@ -41,9 +41,16 @@ import (
 // the change proved still holds, and no longer: the agent renewed its lease
 // up to then, and it fences itself once it cannot renew (DESIGN, election
 // step 5), so its primary is vouched for until half the TTL is left of the
-// expiry those renewals gave, never of the expiry etcd's refresh gave. A
-// leader change thus costs a live primary nothing, while one whose agent
-// stopped is marked as if no change had happened.
+// expiry those renewals gave, never of the expiry etcd's refresh gave. One
+// whose agent stopped is thus marked as if no change had happened. A live
+// primary can still be marked for a moment: nobody renews while the leader
+// moves, and the first renewal under the new leader, often sent the moment
+// it is promoted, may come before any poll of the new term to compare it
+// with, so only the next one (TTL/3 later for an agent) proves it. The
+// mark then lasts from TTL/2 after the last renewal seen before the move
+// to about TTL/3 after the move plus two polls: with the leader moved
+// promptly, less than TTL/2 (registry/client TestSwitchesServerWhenItStops
+// holds it to that).
 //
 // Expiry bounds: a poll sent at s, answered at r with n whole seconds left,
 // says the lease expires in [s+n, r+n+1). The lower bounds give the least

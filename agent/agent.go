@@ -211,7 +211,13 @@ func (a *Agent) newFence() (*fence, error) {
 			return nil, fmt.Errorf("guard: %w", err)
 		}
 	}
-	return newFence(a.log, socket, spawn, a.cfg.FenceMargin.Duration), nil
+	// The same margin as the electors' (elector.Config.FenceMargin): the
+	// guard's fence point and the electors' must be one instant.
+	margin := a.cfg.FenceMargin.Duration
+	if margin <= 0 {
+		margin = max(a.cfg.TTL.Duration/4, 200*time.Millisecond)
+	}
+	return newFence(a.log, socket, spawn, margin), nil
 }
 
 func (a *Agent) newElector(in *instance) *elector.Elector {

@@ -119,8 +119,12 @@ func (c *Client) Arm(ctx context.Context, a Arm) error {
 	start := time.Now()
 	_, err := c.call(ctx, func() request {
 		fence := a.FenceIn - time.Since(start)
+		var at int64
+		if m := monoNow(); m > 0 {
+			at = int64(m + fence)
+		}
 		return request{
-			Op: opArm, Service: a.Service, Epoch: a.Epoch, FenceInMS: fence.Milliseconds(),
+			Op: opArm, Service: a.Service, Epoch: a.Epoch, FenceInMS: fence.Milliseconds(), FenceAtMonoNS: at,
 			Demote: a.Demote, Env: a.Env, TimeoutMS: a.Timeout.Milliseconds(),
 		}
 	})

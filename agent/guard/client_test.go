@@ -2,8 +2,10 @@ package guard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -93,5 +95,22 @@ func TestClientRedialsAndIsConcurrent(t *testing.T) {
 		if s.Armed || s.Fired {
 			t.Errorf("%+v: want neither armed nor fired", s)
 		}
+	}
+}
+
+// An arm request that reaches the guard late (the agent frozen between
+// making and sending it) does not move the fence point later: it travels on
+// the host's monotonic clock.
+func TestArmDelayedInTransitKeepsItsFencePoint(t *testing.T) {
+	s := &server{log: slog.New(slog.DiscardHandler), tab: newTable(), wake: make(chan struct{}, 1)}
+	line, _ := json.Marshal(request{Op: opArm, Service: "db", Epoch: 1, FenceInMS: 300,
+		FenceAtMonoNS: int64(monoNow() + 300*time.Millisecond), Demote: []string{"true"}})
+	time.Sleep(200 * time.Millisecond) // the request sat somewhere
+	if resp := s.handle(line); !resp.OK {
+		t.Fatalf("arm refused: %s", resp.Error)
+	}
+	st := s.tab.status(time.Now())
+	if len(st) != 1 || st[0].FenceIn > 150*time.Millisecond {
+		t.Fatalf("fence in %v after a 200ms delay; want about 100ms left of the 300ms meant", st[0].FenceIn)
 	}
 }

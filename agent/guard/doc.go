@@ -16,7 +16,7 @@
 // request line, one response line, any number of requests per connection and
 // any number of connections. Requests:
 //
-//	{"op":"arm","service":S,"epoch":E,"fence_in_ms":N,"demote":[argv...],"env":["K=V",...],"timeout_ms":T}
+//	{"op":"arm","service":S,"epoch":E,"fence_in_ms":N,"fence_at_mono_ns":M,"demote":[argv...],"env":["K=V",...],"timeout_ms":T}
 //	{"op":"disarm","service":S,"epoch":E}
 //	{"op":"status"}
 //
@@ -33,11 +33,13 @@
 // demote hook's runs for the armed epoch, fired/fired_epoch/fired_at record
 // the guard's last successful demote and demote_error its last failure.
 //
-// Only durations cross the socket, never wall-clock instants: the guard turns
-// fence_in into a fence point on Go's monotonic clock at receipt, so a clock
-// jump on the host changes nothing. The Client subtracts the time a call has
-// already taken (a redial included), so a fence point is never later than the
-// agent meant.
+// No wall-clock instant crosses the socket: the fence point travels as an
+// instant on the host's CLOCK_MONOTONIC (fence_at_mono_ns), which every
+// process of the host shares and no clock step moves, with fence_in as the
+// fallback for a peer that cannot read it. The guard turns it into a fence
+// point on its own monotonic clock at receipt, taking off whatever delayed
+// the request (the agent frozen right after making it, a redial), so a fence
+// point is never later than the agent meant.
 //
 // # Semantics
 //

@@ -81,13 +81,16 @@ const (
 )
 
 type request struct {
-	Op        string   `json:"op"`
-	Service   string   `json:"service,omitempty"`
-	Epoch     int64    `json:"epoch,omitempty"`
-	FenceInMS int64    `json:"fence_in_ms,omitempty"`
-	Demote    []string `json:"demote,omitempty"`
-	Env       []string `json:"env,omitempty"`
-	TimeoutMS int64    `json:"timeout_ms,omitempty"`
+	Op        string `json:"op"`
+	Service   string `json:"service,omitempty"`
+	Epoch     int64  `json:"epoch,omitempty"`
+	FenceInMS int64  `json:"fence_in_ms,omitempty"`
+	// FenceAtMonoNS, when set, is the fence point on the host's
+	// CLOCK_MONOTONIC; it takes precedence over fence_in_ms.
+	FenceAtMonoNS int64    `json:"fence_at_mono_ns,omitempty"`
+	Demote        []string `json:"demote,omitempty"`
+	Env           []string `json:"env,omitempty"`
+	TimeoutMS     int64    `json:"timeout_ms,omitempty"`
 }
 
 type response struct {

@@ -252,6 +252,13 @@ func (s *server) handle(line []byte) response {
 			Service: req.Service, Epoch: req.Epoch, FenceIn: time.Duration(req.FenceInMS) * time.Millisecond,
 			Demote: req.Demote, Env: req.Env, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond,
 		}
+		if req.FenceAtMonoNS > 0 {
+			if m := monoNow(); m > 0 {
+				// Whatever delayed the request since it was made is
+				// taken off, not added.
+				a.FenceIn = time.Duration(req.FenceAtMonoNS) - m
+			}
+		}
 		s.mu.Lock()
 		err := s.tab.arm(a, now)
 		if err == nil {

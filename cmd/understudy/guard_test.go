@@ -152,6 +152,11 @@ func TestGuardProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The hook wrote its line; a new term is refused until it has exited.
+	servertest.WaitUntil(t, 5*time.Second, "the guard to record the demotion", func() bool {
+		st, err := c.Status(ctx)
+		return err == nil && len(st) == 1 && st[0].Fired && !st[0].Demoting
+	})
 	if err := c.Arm(ctx, guard.Arm{Service: "pg", Epoch: 5, FenceIn: time.Minute, Demote: []string{script}}); err != nil {
 		t.Fatal(err)
 	}

@@ -246,7 +246,7 @@ func (c *Config) SetDefaults() {
 		c.Guard.Socket = defaultGuardSocket(c)
 	}
 	if !c.Guard.WatchdogTimeout.IsSet() && c.FenceMargin.err == nil {
-		c.Guard.WatchdogTimeout = D(max(time.Second, c.FenceMargin.Duration.Round(time.Second)))
+		c.Guard.WatchdogTimeout = D(max(time.Second, c.FenceMargin.Round(time.Second)))
 	}
 	for i := range c.Services {
 		s := &c.Services[i]

@@ -58,15 +58,12 @@ func (f *fence) connect(ctx context.Context) (*guard.Client, error) {
 		// process's own loop would, and dies with it.
 		gctx, cancel := context.WithCancel(context.Background())
 		f.local, f.done = cancel, make(chan struct{})
-		ready := make(chan error, 1)
 		go func() {
 			defer close(f.done)
-			ready <- nil
 			if err := guard.Serve(gctx, guard.Config{Socket: f.socket, Logger: f.log}); err != nil && gctx.Err() == nil {
 				f.log.Error("agent: in-process guard stopped", "err", err)
 			}
 		}()
-		<-ready
 	}
 	var err error
 	deadline := time.Now().Add(3 * time.Second)

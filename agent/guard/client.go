@@ -188,7 +188,7 @@ func (c *Client) call(ctx context.Context, build func() request) (response, erro
 			}
 			return resp, nil
 		}
-		c.drop()
+		_ = c.drop()
 		if fresh || attempt > 0 || ctx.Err() != nil {
 			return response{}, err
 		}
@@ -221,7 +221,7 @@ func (c *Client) roundTrip(ctx context.Context, req request) (response, error) {
 		return response{}, fmt.Errorf("guard: %w", err)
 	}
 	// A cancelled ctx without a deadline interrupts the I/O too.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	resp, err := c.exchange(req)
 	if err != nil {
 		// The connection's deadline can pass a moment before ctx says so.
@@ -234,7 +234,7 @@ func (c *Client) roundTrip(ctx context.Context, req request) (response, error) {
 	if !stop() {
 		// The deadline was set in the past, or is being: this connection
 		// cannot be trusted with the next call.
-		c.drop()
+		_ = c.drop()
 	}
 	return resp, err
 }

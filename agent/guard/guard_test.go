@@ -323,7 +323,7 @@ func TestGuardStoppedWithFailingDemoteFails(t *testing.T) {
 	t.Parallel()
 	socket, stop := startGuard(t, Config{})
 	h := newHook(t)
-	os.WriteFile(h.fail, nil, 0o600)
+	_ = os.WriteFile(h.fail, nil, 0o600)
 	c := dial(t, socket)
 	if err := c.Arm(ctxT(t), h.arm(7, time.Minute)); err != nil {
 		t.Fatal(err)
@@ -351,7 +351,7 @@ func TestGuardWatchdog(t *testing.T) {
 	}
 	socket, _ := startGuard(t, Config{Watchdog: dev, WatchdogTimeout: time.Second})
 	h := newHook(t)
-	os.WriteFile(h.fail, nil, 0o600)
+	_ = os.WriteFile(h.fail, nil, 0o600)
 	c := dial(t, socket)
 	if err := c.Arm(ctxT(t), h.arm(7, 700*time.Millisecond)); err != nil {
 		t.Fatal(err)

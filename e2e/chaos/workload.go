@@ -175,8 +175,8 @@ func (w *writer) send(c *http.Client, hreq *http.Request, seq int64) bool {
 	}
 	b, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusOK:
+	switch resp.StatusCode {
+	case http.StatusOK:
 		var rec kvdemo.Write
 		if err != nil || json.Unmarshal(b, &rec) != nil {
 			// Logged, perhaps, but not known to the client as acknowledged.
@@ -185,7 +185,7 @@ func (w *writer) send(c *http.Client, hreq *http.Request, seq int64) bool {
 		}
 		w.acks = append(w.acks, Ack{Writer: w.name, Seq: seq, Host: rec.Host, Epoch: rec.Epoch, At: time.Now()})
 		return true
-	case resp.StatusCode == http.StatusConflict:
+	case http.StatusConflict:
 		w.stale++
 	default:
 		w.refused++

@@ -107,7 +107,12 @@ func TestAHeldProcessStartsWhenTheHoldEndsOrIsReleased(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 	pid := func() string {
 		b, _ := os.ReadFile(filepath.Join(cfg.RunDir, "agent.pid"))
 		return string(b)

@@ -22,7 +22,6 @@ func lowerTrim(s, prefix string) string { return strings.ToLower(strings.TrimPre
 //
 //	cache pool READ_WRITE rev=12 2/3 healthy: dev-a@dc1 127.0.0.1:4001 passing, ...
 //	db primary READ_WRITE rev=40 PAUSED primary=db-a@dc1 10.0.0.1:5432 epoch=31 2/2 healthy: ...
-//	db primary READ_ONLY rev=40 primary=db-a@dc1 10.0.0.1:5432 epoch=31 (unconfirmed) 2/2 healthy: ...
 func FormatView(v *pb.View) string {
 	var b strings.Builder
 	b.WriteString(v.GetService())
@@ -38,9 +37,6 @@ func FormatView(v *pb.View) string {
 	}
 	if p := v.GetPrimary(); p != nil {
 		fmt.Fprintf(&b, " primary=%s@%s %s epoch=%d", p.GetHost(), p.GetZone(), p.GetAddress(), p.GetEpoch())
-		if v.GetUnconfirmed() {
-			b.WriteString(" (unconfirmed)")
-		}
 	}
 	if len(v.GetInstances()) == 0 {
 		b.WriteString(" no instances")

@@ -27,8 +27,6 @@ func TestFormatView(t *testing.T) {
 			"db primary READ_WRITE rev=40 primary=db0@dc1 10.0.0.1:5432 epoch=31 " + both},
 		{"paused", &pb.View{Service: "db", Mode: modePrimary, Status: pb.Status_STATUS_READ_WRITE, Revision: 40, Paused: true, Primary: prim, Instances: []*pb.Instance{db0, db1}},
 			"db primary READ_WRITE rev=40 PAUSED primary=db0@dc1 10.0.0.1:5432 epoch=31 " + both},
-		{"unconfirmed primary", &pb.View{Service: "db", Mode: modePrimary, Status: pb.Status_STATUS_DOWN, Revision: 40, Primary: prim, Unconfirmed: true, Instances: []*pb.Instance{db0, db1}},
-			"db primary DOWN rev=40 primary=db0@dc1 10.0.0.1:5432 epoch=31 (unconfirmed) " + both},
 		{"stale and paused", &pb.View{Service: "db", Mode: modePrimary, Status: pb.Status_STATUS_READ_ONLY, Revision: 41, Stale: true, Paused: true, Instances: []*pb.Instance{db0}},
 			"db primary READ_ONLY rev=41 STALE PAUSED 1/1 healthy: db0@dc1 10.0.0.1:5432 passing"},
 	}

@@ -22,10 +22,6 @@ type State struct {
 	views    map[string]*pb.View
 	hosts    map[string]*pb.Host
 	members  map[string]*pb.Member
-	// unconfirmedSet holds the services whose primary nobody vouches for,
-	// set by SetUnconfirmed; it outlives the records so that a primary
-	// record written again is built with the mark it should have.
-	unconfirmedSet map[string]bool
 }
 
 type serviceRecords struct {
@@ -34,9 +30,6 @@ type serviceRecords struct {
 	control   *pb.Control // operator requests; nil when absent
 	rev       int64       // revision of the last change to any record of the service
 }
-
-// unconfirmed reports whether the service's primary is marked unconfirmed.
-func (s *State) unconfirmed(service string) bool { return s.unconfirmedSet[service] }
 
 // hasView reports whether the records make a view: a service needs an
 // instance or a primary. A control record alone (a pause set before the
@@ -53,29 +46,7 @@ func NewState() *State {
 		views:    map[string]*pb.View{},
 		hosts:    map[string]*pb.Host{},
 		members:  map[string]*pb.Member{},
-
-		unconfirmedSet: map[string]bool{},
 	}
-}
-
-// SetUnconfirmed marks the primary of service as one nobody vouches for (on)
-// or clears the mark. It returns the service's new view when the mark
-// changed one, nil otherwise; the view keeps its revision, since no record
-// changed.
-func (s *State) SetUnconfirmed(service string, on bool) *pb.View {
-	if s.unconfirmedSet[service] == on {
-		return nil
-	}
-	if on {
-		s.unconfirmedSet[service] = true
-	} else {
-		delete(s.unconfirmedSet, service)
-	}
-	r := s.services[service]
-	if r == nil || r.primary == nil || !r.hasView() {
-		return nil
-	}
-	return s.rebuild(service, r.rev)
 }
 
 // Revision is the revision of the last change applied.
@@ -211,8 +182,7 @@ func (s *State) instance(service, host string) *pb.Instance {
 func (s *State) rebuild(service string, rev int64) *pb.View {
 	r := s.services[service]
 	r.rev = rev
-	v := BuildView(service, slices.Collect(maps.Values(r.instances)), r.primary,
-		Marks{Paused: r.control.GetPaused(), Unconfirmed: s.unconfirmed(service)}, rev)
+	v := BuildView(service, slices.Collect(maps.Values(r.instances)), r.primary, r.control.GetPaused(), rev)
 	if !r.hasView() {
 		if r.empty() {
 			delete(s.services, service)

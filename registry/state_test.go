@@ -555,36 +555,3 @@ func TestNewStateIsEmpty(t *testing.T) {
 		t.Errorf("NewState() is not empty: rev %d services %v views %v hosts %v", s.Revision(), s.Services(), s.Views(), s.Hosts())
 	}
 }
-
-// The unconfirmed mark is kept per service: setting it rebuilds the view at
-// its revision, a primary record written later is built with it, and a
-// service without a primary gets no view change from it.
-func TestStateSetUnconfirmed(t *testing.T) {
-	s := NewState()
-	put(t, s, InstanceKey("ol-db0", "postgres"), &pb.Instance{Address: "10.0.0.1:5432", Mode: pb.Mode_MODE_PRIMARY, Health: pb.Health_HEALTH_PASSING}, 2)
-	put(t, s, InstanceKey("ol-db1", "postgres"), &pb.Instance{Address: "10.0.0.2:5432", Mode: pb.Mode_MODE_PRIMARY, Health: pb.Health_HEALTH_PASSING}, 3)
-	if v := s.SetUnconfirmed("postgres", true); v != nil {
-		t.Fatalf("mark without a primary changed the view: %v", v)
-	}
-	v := put(t, s, PrimaryKey("postgres"), &pb.Primary{Host: "ol-db0", Epoch: 4}, 4)
-	if !v.GetUnconfirmed() || v.GetStatus() != pb.Status_STATUS_READ_ONLY {
-		t.Fatalf("primary written while marked: unconfirmed %v status %v, want true READ_ONLY", v.GetUnconfirmed(), v.GetStatus())
-	}
-	if v := s.SetUnconfirmed("postgres", true); v != nil {
-		t.Errorf("setting the same mark again changed the view: %v", v)
-	}
-	v = s.SetUnconfirmed("postgres", false)
-	if v == nil || v.GetUnconfirmed() || v.GetStatus() != pb.Status_STATUS_READ_WRITE || v.GetRevision() != 4 {
-		t.Fatalf("cleared mark: %v, want a READ_WRITE view at revision 4", v)
-	}
-	if s.View("postgres") != v {
-		t.Errorf("State.View does not return the view the mark built")
-	}
-	v = s.SetUnconfirmed("postgres", true)
-	if v == nil || !v.GetUnconfirmed() || v.GetRevision() != 4 {
-		t.Fatalf("set mark: %v, want an unconfirmed view at revision 4", v)
-	}
-	if v := s.SetUnconfirmed("nobody", true); v != nil {
-		t.Errorf("mark on an unknown service made a view: %v", v)
-	}
-}

@@ -13,38 +13,24 @@ import (
 // it never campaigns and cannot be named as a switchover target.
 const NoFailoverTag = "nofailover"
 
-// Marks are what a view says beyond its records.
-type Marks struct {
-	// Paused is the operator's pause flag from the service's control record.
-	Paused bool
-	// Unconfirmed says nobody vouches for the primary record's term right
-	// now (its lease is not seen renewed, or etcd's leader changed since it
-	// last was): the primary is shown but the view is not READ_WRITE. It
-	// means nothing without a primary record.
-	Unconfirmed bool
-}
-
 // BuildView derives the view of one service from its records. It is pure:
 // the same records always give the same view, and the records are never
 // modified (they may be shared with other views and goroutines). instances
 // may be in any order; the view lists them sorted by host. primary is nil
-// while no primary acts.
+// while no primary acts; paused is the operator's pause flag from the
+// service's control record.
 //
 // In a primary-mode view every instance carries its role: ROLE_PRIMARY on
 // the host of the primary record, ROLE_STANDBY on the others. An instance
 // whose stored role differs from the derived one is cloned before the role
 // is set.
-//
-// An unconfirmed primary stays in the view, marked, but counts as no
-// primary for the status: READ_ONLY when an instance on another host is
-// healthy, DOWN otherwise.
-func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, marks Marks, rev int64) *pb.View {
+func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, paused bool, rev int64) *pb.View {
 	v := &pb.View{
 		Service:   service,
 		Mode:      pb.Mode_MODE_POOL,
 		Instances: slices.Clone(instances),
 		Revision:  rev,
-		Paused:    marks.Paused,
+		Paused:    paused,
 	}
 	slices.SortFunc(v.Instances, func(a, b *pb.Instance) int { return strings.Compare(a.GetHost(), b.GetHost()) })
 	for _, in := range v.Instances {
@@ -55,10 +41,9 @@ func BuildView(service string, instances []*pb.Instance, primary *pb.Primary, ma
 	if primary != nil {
 		v.Mode = pb.Mode_MODE_PRIMARY
 	}
-	v.Status = status(v.Mode, v.Instances, primary, marks.Unconfirmed)
+	v.Status = status(v.Mode, v.Instances, primary)
 	if v.Mode == pb.Mode_MODE_PRIMARY {
 		v.Primary = primary
-		v.Unconfirmed = primary != nil && marks.Unconfirmed
 	}
 	for i, in := range v.Instances {
 		if role := roleOf(v.Mode, in.GetHost(), primary); in.GetRole() != role {
@@ -82,15 +67,12 @@ func roleOf(mode pb.Mode, host string, primary *pb.Primary) pb.Role {
 	}
 }
 
-func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary, unconfirmed bool) pb.Status {
+func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary) pb.Status {
 	healthy := slices.ContainsFunc(instances, func(in *pb.Instance) bool {
-		// The host of an unconfirmed primary is no standby to read from:
-		// nobody knows whether it still takes writes.
-		return in.GetHealth() == pb.Health_HEALTH_PASSING &&
-			(primary == nil || !unconfirmed || in.GetHost() != primary.GetHost())
+		return in.GetHealth() == pb.Health_HEALTH_PASSING
 	})
 	switch {
-	case mode == pb.Mode_MODE_PRIMARY && primary != nil && !unconfirmed:
+	case mode == pb.Mode_MODE_PRIMARY && primary != nil:
 		return pb.Status_STATUS_READ_WRITE
 	case mode == pb.Mode_MODE_PRIMARY && healthy:
 		return pb.Status_STATUS_READ_ONLY
@@ -99,15 +81,6 @@ func status(mode pb.Mode, instances []*pb.Instance, primary *pb.Primary, unconfi
 	default:
 		return pb.Status_STATUS_DOWN
 	}
-}
-
-// ActingPrimary returns the primary of v that clients may send writes to:
-// nil while the view has none, or while its primary is unconfirmed.
-func ActingPrimary(v *pb.View) *pb.Primary {
-	if v.GetUnconfirmed() {
-		return nil
-	}
-	return v.GetPrimary()
 }
 
 // Healthy returns the instances of v whose check passes.

@@ -59,7 +59,7 @@ func TestBuildView(t *testing.T) {
 		for _, paused := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/paused=%v", tt.name, paused), func(t *testing.T) {
 				before := cloneInstances(tt.instances)
-				got := BuildView("svc", tt.instances, tt.primary, Marks{Paused: paused}, 42)
+				got := BuildView("svc", tt.instances, tt.primary, paused, 42)
 				wantPrimary := tt.primary
 				if tt.wantMode != modePrimary {
 					wantPrimary = nil
@@ -94,7 +94,7 @@ func TestBuildView(t *testing.T) {
 func TestBuildViewRolesDoNotMutateRecords(t *testing.T) {
 	a := testInstance("a", modePrimary, healthPassing)
 	b := withRole(testInstance("b", modePrimary, healthPassing), pb.Role_ROLE_PRIMARY)
-	v := BuildView("svc", []*pb.Instance{a, b}, &pb.Primary{Host: "b", Epoch: 1}, Marks{}, 1)
+	v := BuildView("svc", []*pb.Instance{a, b}, &pb.Primary{Host: "b", Epoch: 1}, false, 1)
 	if a.GetRole() != pb.Role_ROLE_UNSPECIFIED {
 		t.Errorf("stored instance a has role %v after BuildView, want it untouched", a.GetRole())
 	}
@@ -110,7 +110,7 @@ func TestBuildViewSortsByHostWithoutMutatingInput(t *testing.T) {
 	in := []*pb.Instance{testInstance("ol-web2", modePool, healthPassing), testInstance("ol-web0", modePool, healthFailing), testInstance("ol-web10", modePool, healthPassing), testInstance("ol-web1", modePool, healthPassing)}
 	before := slices.Clone(in)
 
-	v := BuildView("svc", in, nil, Marks{}, 1)
+	v := BuildView("svc", in, nil, false, 1)
 
 	var got []string
 	for _, i := range v.GetInstances() {
@@ -134,7 +134,7 @@ func TestBuildViewIsDeterministic(t *testing.T) {
 	a := []*pb.Instance{testInstance("c", modePrimary, healthPassing), testInstance("a", modePrimary, healthFailing), testInstance("b", modePrimary, healthPassing)}
 	b := []*pb.Instance{a[2], a[0], a[1]}
 	p := &pb.Primary{Host: "c", Epoch: 3}
-	va, vb := BuildView("svc", a, p, Marks{Paused: true}, 5), BuildView("svc", b, p, Marks{Paused: true}, 5)
+	va, vb := BuildView("svc", a, p, true, 5), BuildView("svc", b, p, true, 5)
 	if diff := cmp.Diff(va, vb, protocmp.Transform()); diff != "" {
 		t.Errorf("views from the same records in different order differ (-a +b):\n%s", diff)
 	}
@@ -181,51 +181,4 @@ func instanceHosts(ins []*pb.Instance) []string {
 		out = append(out, i.GetHost())
 	}
 	return out
-}
-
-// An unconfirmed primary stays in the view, marked, with its host's role,
-// but the view is never READ_WRITE: READ_ONLY when another host's instance
-// is healthy, DOWN otherwise. The mark means nothing without a primary.
-func TestBuildViewUnconfirmed(t *testing.T) {
-	prim := &pb.Primary{Host: "b", Address: "b:1", Epoch: 12}
-	tests := []struct {
-		name            string
-		instances       []*pb.Instance
-		primary         *pb.Primary
-		unconfirmed     bool
-		wantStatus      pb.Status
-		wantUnconfirmed bool
-	}{
-		{"confirmed primary", []*pb.Instance{testInstance("a", modePrimary, healthPassing), testInstance("b", modePrimary, healthPassing)}, prim, false, pb.Status_STATUS_READ_WRITE, false},
-		{"unconfirmed, healthy standby", []*pb.Instance{testInstance("a", modePrimary, healthPassing), testInstance("b", modePrimary, healthPassing)}, prim, true, pb.Status_STATUS_READ_ONLY, true},
-		{"unconfirmed, standby failing, primary's host healthy", []*pb.Instance{testInstance("a", modePrimary, healthFailing), testInstance("b", modePrimary, healthPassing)}, prim, true, pb.Status_STATUS_DOWN, true},
-		{"unconfirmed, nothing healthy", []*pb.Instance{testInstance("a", modePrimary, healthFailing), testInstance("b", modePrimary, healthFailing)}, prim, true, pb.Status_STATUS_DOWN, true},
-		{"unconfirmed, primary record alone", nil, prim, true, pb.Status_STATUS_DOWN, true},
-		{"unconfirmed, primary on a host without an instance", []*pb.Instance{testInstance("a", modePrimary, healthPassing)}, &pb.Primary{Host: "gone", Epoch: 3}, true, pb.Status_STATUS_READ_ONLY, true},
-		{"mark without a primary", []*pb.Instance{testInstance("a", modePrimary, healthPassing)}, nil, true, pb.Status_STATUS_READ_ONLY, false},
-		{"mark on a pool", []*pb.Instance{testInstance("a", modePool, healthPassing)}, nil, true, pb.Status_STATUS_READ_WRITE, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := BuildView("svc", tt.instances, tt.primary, Marks{Unconfirmed: tt.unconfirmed}, 7)
-			if got.GetStatus() != tt.wantStatus || got.GetUnconfirmed() != tt.wantUnconfirmed {
-				t.Errorf("status %v unconfirmed %v, want %v %v", got.GetStatus(), got.GetUnconfirmed(), tt.wantStatus, tt.wantUnconfirmed)
-			}
-			if !proto.Equal(got.GetPrimary(), tt.primary) {
-				t.Errorf("primary %v, want %v kept for information", got.GetPrimary(), tt.primary)
-			}
-			wantActing := tt.primary
-			if tt.wantUnconfirmed {
-				wantActing = nil
-			}
-			if a := ActingPrimary(got); !proto.Equal(a, wantActing) {
-				t.Errorf("ActingPrimary = %v, want %v", a, wantActing)
-			}
-			for _, in := range got.GetInstances() {
-				if want := roleOf(got.GetMode(), in.GetHost(), tt.primary); in.GetRole() != want {
-					t.Errorf("%s has role %v, want %v", in.GetHost(), in.GetRole(), want)
-				}
-			}
-		})
-	}
 }

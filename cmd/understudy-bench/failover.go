@@ -239,12 +239,10 @@ func dephase(ctx context.Context, period time.Duration) error {
 	}
 }
 
-// replaced matches a view whose primary is another host with a higher
-// epoch, and confirmed: clients send an unconfirmed primary no writes, so
-// a failover is over for them only then.
+// replaced matches a view whose primary is another host with a higher epoch.
 func replaced(old *pb.Primary) func(*pb.View) bool {
 	return func(v *pb.View) bool {
-		p := registry.ActingPrimary(v)
+		p := v.GetPrimary()
 		return p != nil && p.GetHost() != old.GetHost() && p.GetEpoch() > old.GetEpoch()
 	}
 }

@@ -52,7 +52,7 @@ func TestOperatorCommands(t *testing.T) {
 		put(t, cli, registry.InstanceKey(in.GetHost(), "pg"), registry.MustEncode(in))
 	}
 	epoch := put(t, cli, registry.LeaderKey("pg"), registry.MustEncode(&pb.Leader{Host: "h1", Zone: "z1"}))
-	servertest.PutPrimary(t, cli, registry.PrimaryKey("pg"), registry.MustEncode(&pb.Primary{Host: "h1", Zone: "z1", Address: "h1:5432", Epoch: epoch}))
+	put(t, cli, registry.PrimaryKey("pg"), registry.MustEncode(&pb.Primary{Host: "h1", Zone: "z1", Address: "h1:5432", Epoch: epoch}))
 
 	steps := []struct {
 		args       []string

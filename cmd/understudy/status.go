@@ -176,9 +176,6 @@ func printStatus(out io.Writer, r *statusReport) {
 		primary := "-"
 		if p := v.GetPrimary(); p != nil {
 			primary = fmt.Sprintf("%s@%s epoch=%d", p.GetHost(), orDash(p.GetZone()), p.GetEpoch())
-			if v.GetUnconfirmed() {
-				primary += " (unconfirmed)"
-			}
 		} else if v.GetMode() == pb.Mode_MODE_PRIMARY {
 			primary = "NONE"
 		}

@@ -222,10 +222,7 @@ func (rn *runner) startWorkload(ctx context.Context, wg *sync.WaitGroup) error {
 
 func (rn *runner) runRound(ctx context.Context, r *round, f fault) error {
 	r.start = time.Now()
-	// The term the registry names, even unconfirmed for a moment (its
-	// lease not yet seen renewed since an etcd leader change): the fault
-	// is aimed at the host of that term.
-	p, _, ok := rn.recorded()
+	p, ok := rn.status.Primary(dbService)
 	if !ok {
 		return errors.New("no primary before the fault")
 	}
@@ -322,11 +319,9 @@ func (rn *runner) checkStray(ctx context.Context, r *round) {
 
 // strays are the running database servers that act as primary of another
 // term than the registry's primary; down counts those that did not answer
-// (a restarted host's server comes back as primary of its last term). The
-// registry's primary is its record, confirmed or not: an unconfirmed
-// primary may well still act, in its own term.
+// (a restarted host's server comes back as primary of its last term).
 func (rn *runner) strays(ctx context.Context) (out []kvdemo.State, down int) {
-	p, _, ok := rn.recorded()
+	p, ok := rn.status.Primary(dbService)
 	for _, h := range rn.cfg.Cluster.Hosts {
 		if !h.DB {
 			continue
@@ -343,26 +338,11 @@ func (rn *runner) strays(ctx context.Context) (out []kvdemo.State, down int) {
 	return out, down
 }
 
-// recorded returns the primary record the registry shows for the database,
-// and whether it is unconfirmed (Primary says none then: no writes to it).
-func (rn *runner) recorded() (p *pb.Primary, unconfirmed, ok bool) {
-	v, _ := rn.status.View(dbService)
-	return v.GetPrimary(), v.GetUnconfirmed(), v.GetPrimary() != nil
-}
-
-// primaryTerm is the host and epoch of the registry's primary record.
-func (rn *runner) primaryTerm() string {
-	if p, _, ok := rn.recorded(); ok {
+func (rn *runner) primaryText() string {
+	if p, ok := rn.status.Primary(dbService); ok {
 		return fmt.Sprintf("%s@%d", p.GetHost(), p.GetEpoch())
 	}
 	return "no primary"
-}
-
-func (rn *runner) primaryText() string {
-	if _, unconfirmed, ok := rn.recorded(); ok && unconfirmed {
-		return rn.primaryTerm() + " (unconfirmed)"
-	}
-	return rn.primaryTerm()
 }
 
 // checkKept: the primary kept its term through the round, and writes
@@ -375,9 +355,7 @@ func (rn *runner) checkKept(r *round, hold time.Duration) {
 		}
 	}
 	delete(epochs, r.epochBefore)
-	// The term is what must be kept: a mark of unconfirmed for a moment
-	// (writers pause) is not a lost role; the write gap below counts it.
-	if len(epochs) > 0 || rn.primaryTerm() != fmt.Sprintf("%s@%d", r.primaryBefore, r.epochBefore) {
+	if len(epochs) > 0 || rn.primaryText() != fmt.Sprintf("%s@%d", r.primaryBefore, r.epochBefore) {
 		r.violations = append(r.violations, fmt.Sprintf("%v: %s@%d before, %s now, writes acknowledged at %d other epochs",
 			ErrRoleNotKept, r.primaryBefore, r.epochBefore, rn.primaryText(), len(epochs)))
 	}

@@ -304,12 +304,10 @@ func (c *Client) Views() []*pb.View {
 }
 
 // Primary returns the acting primary of a primary-mode service and true, or
-// nil and false while it has none, while its primary is unconfirmed (nobody
-// vouches that it still acts: send it no writes), or the service is unknown.
-// The view still shows an unconfirmed primary, for information.
+// nil and false while it has none or the service is unknown.
 func (c *Client) Primary(service string) (*pb.Primary, bool) {
 	v, _ := c.View(service)
-	p := registry.ActingPrimary(v)
+	p := v.GetPrimary()
 	return p, p != nil
 }
 

@@ -15,7 +15,6 @@ import (
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
 	"github.com/understudy-dev/understudy/registry"
 	"github.com/understudy-dev/understudy/registry/server"
-	"github.com/understudy-dev/understudy/registry/server/servertest"
 )
 
 // single describes a one-member registry server on fixed ports, so that it
@@ -98,8 +97,7 @@ func putInstance(cli *clientv3.Client, service, host, addr string, mode pb.Mode,
 
 // putPrimary records host as the acting primary of service.
 func putPrimary(cli *clientv3.Client, service, host, addr string, epoch int64) error {
-	_, err := servertest.PutLeased(cli, registry.PrimaryKey(service), registry.MustEncode(&pb.Primary{Host: host, Address: addr, Epoch: epoch, Zone: "z1"}))
-	return err
+	return putRecord(cli, registry.PrimaryKey(service), &pb.Primary{Host: host, Address: addr, Epoch: epoch, Zone: "z1"})
 }
 
 // putRecord stores m at key as protojson, as agents do.

@@ -64,24 +64,24 @@ func scenarios() map[string][]*pb.View {
 		// Everything up: postgres and solr each with a primary and a
 		// healthy standby, one of three memcached members down.
 		"normal": {
-			registry.BuildView("postgres", pg, pgPrimary, registry.Marks{}, 4300),
-			registry.BuildView("memcached", cache, nil, registry.Marks{}, 4290),
-			registry.BuildView("infobase", web, nil, registry.Marks{}, 4100),
-			registry.BuildView("solr", solr, solrPrimary, registry.Marks{}, 980),
+			registry.BuildView("postgres", pg, pgPrimary, false, 4300),
+			registry.BuildView("memcached", cache, nil, false, 4290),
+			registry.BuildView("infobase", web, nil, false, 4100),
+			registry.BuildView("solr", solr, solrPrimary, false, 980),
 		},
 		// The postgres primary is gone and no standby promoted yet (READ_ONLY);
 		// the solr primary moved to the cloud zone.
 		"failover": {
-			registry.BuildView("postgres", pg[1:], nil, registry.Marks{}, 4310),
-			registry.BuildView("memcached", cache, nil, registry.Marks{}, 4290),
-			registry.BuildView("infobase", web[1:], nil, registry.Marks{}, 4305),
-			registry.BuildView("solr", solr, &pb.Primary{Host: "ol-solr1", Zone: "cloud-a", Address: "10.20.0.51:8983", Epoch: 4308}, registry.Marks{}, 4308),
+			registry.BuildView("postgres", pg[1:], nil, false, 4310),
+			registry.BuildView("memcached", cache, nil, false, 4290),
+			registry.BuildView("infobase", web[1:], nil, false, 4305),
+			registry.BuildView("solr", solr, &pb.Primary{Host: "ol-solr1", Zone: "cloud-a", Address: "10.20.0.51:8983", Epoch: 4308}, false, 4308),
 		},
 		// Every cache member and postgres standby fails its check while the
 		// registry answers: empty lists, not missing keys.
 		"caches-down": {
-			registry.BuildView("postgres", append(pg[:1:1], allDown(pg[1:])...), pgPrimary, registry.Marks{}, 4400),
-			registry.BuildView("memcached", allDown(cache), nil, registry.Marks{}, 4401),
+			registry.BuildView("postgres", append(pg[:1:1], allDown(pg[1:])...), pgPrimary, false, 4400),
+			registry.BuildView("memcached", allDown(cache), nil, false, 4401),
 		},
 	}
 }

@@ -31,13 +31,8 @@ type Service struct {
 	// Paused: an operator paused automatic failover.
 	Paused   bool
 	Revision int64
-	// Primary is the acting primary of a primary-mode service, nil while there
-	// is none, and while the registry marks its primary unconfirmed.
+	// Primary is the acting primary of a primary-mode service, nil while there is none.
 	Primary *Primary
-	// Unconfirmed: the service has a primary record but nobody vouches for
-	// its term right now (see View.unconfirmed); Primary is nil meanwhile,
-	// so that no write is sent to it.
-	Unconfirmed bool
 	// Instances holds every instance, healthy or not, sorted by host.
 	Instances []Instance
 }
@@ -103,10 +98,8 @@ func NewData(views []*pb.View, rev int64) *Data {
 			Stale:    v.GetStale(),
 			Paused:   v.GetPaused(),
 			Revision: v.GetRevision(),
-
-			Unconfirmed: v.GetUnconfirmed(),
 		}
-		if p := registry.ActingPrimary(v); p != nil {
+		if p := v.GetPrimary(); p != nil {
 			s.Primary = &Primary{Host: p.GetHost(), Address: p.GetAddress(), Zone: p.GetZone(), Epoch: p.GetEpoch()}
 		}
 		for _, in := range v.GetInstances() {
@@ -134,7 +127,7 @@ func roleName(r pb.Role) string {
 // status DOWN.
 //
 //	service "postgres"    the *Service, nil when unknown
-//	primary "postgres"    the *Primary (.Host .Address .Epoch .AddrHost .AddrPort), nil when none or unconfirmed
+//	primary "postgres"    the *Primary (.Host .Address .Epoch .AddrHost .AddrPort), nil when none
 //	members "memcached"   healthy instances, sorted by host
 //	standbys "postgres"   healthy instances that are not the primary (primary mode)
 //	instances "memcached" every instance, sorted by host

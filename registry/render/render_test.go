@@ -395,7 +395,7 @@ db_parameters: {host: {{ .AddrHost }}, port: {{ .AddrPort }}}
 	}
 	promote := func(host, addr string) {
 		epoch := f.putRaw(registry.LeaderKey("pg"), registry.MustEncode(&pb.Leader{Host: host, Address: addr}))
-		servertest.PutPrimary(f.t, f.cli, registry.PrimaryKey("pg"), registry.MustEncode(&pb.Primary{Host: host, Address: addr, Epoch: epoch}))
+		f.putRaw(registry.PrimaryKey("pg"), registry.MustEncode(&pb.Primary{Host: host, Address: addr, Epoch: epoch}))
 	}
 	promote("h1", "10.0.0.1:5432")
 	f.applied()

@@ -21,7 +21,6 @@ import (
 	pb "github.com/understudy-dev/understudy/proto/understudy/v1"
 	"github.com/understudy-dev/understudy/registry"
 	"github.com/understudy-dev/understudy/registry/server"
-	"github.com/understudy-dev/understudy/registry/server/servertest"
 )
 
 // startSingle starts a registry server with a one-member embedded etcd on
@@ -65,12 +64,6 @@ func startSingle(dir string, log *slog.Logger) (*server.Server, error) {
 func putRecord(cli *clientv3.Client, key string, m proto.Message) error {
 	b, err := registry.Encode(m)
 	if err != nil {
-		return err
-	}
-	if k, _ := registry.ParseKey(key); k.Kind == registry.KindPrimary {
-		// A primary record is bound to a renewed lease, as agents write
-		// it: the registry shows one nobody renews as unconfirmed.
-		_, err = servertest.PutLeased(cli, key, string(b))
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -85,8 +85,7 @@ func (t Target) Addresses(v *pb.View) []string {
 		}
 	}
 	if role == RolePrimary {
-		// An unconfirmed primary may have stopped acting: no writes to it.
-		if a := registry.ActingPrimary(v).GetAddress(); a != "" {
+		if a := v.GetPrimary().GetAddress(); a != "" {
 			return []string{a}
 		}
 		return nil

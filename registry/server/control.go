@@ -97,7 +97,7 @@ func (s *service) readRecords(ctx context.Context, service string) (*records, er
 		}
 	}
 	slices.SortFunc(r.instances, func(a, b *pb.Instance) int { return cmp.Compare(a.GetHost(), b.GetHost()) })
-	r.view = registry.BuildView(service, r.instances, r.primary, registry.Marks{Paused: r.control.GetPaused()}, r.rev)
+	r.view = registry.BuildView(service, r.instances, r.primary, r.control.GetPaused(), r.rev)
 	return r, nil
 }
 

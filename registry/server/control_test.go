@@ -40,7 +40,7 @@ func passing(service, host string, tags ...string) *pb.Instance {
 func promote(t *testing.T, cli *clientv3.Client, service, host string) int64 {
 	t.Helper()
 	epoch := putRaw(t, cli, registry.LeaderKey(service), registry.MustEncode(&pb.Leader{Host: host, Address: host + ":5432", Zone: "z1"}))
-	servertest.PutPrimary(t, cli, registry.PrimaryKey(service), registry.MustEncode(&pb.Primary{Host: host, Address: host + ":5432", Epoch: epoch, Zone: "z1"}))
+	putRaw(t, cli, registry.PrimaryKey(service), registry.MustEncode(&pb.Primary{Host: host, Address: host + ":5432", Epoch: epoch, Zone: "z1"}))
 	return epoch
 }
 

@@ -10,11 +10,3 @@ import (
 func (s *Server) WatchEventsHandler(keepalive time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.watchEvents(w, r, keepalive) })
 }
-
-// DefaultHubConfig is the hub configuration a server runs with when it
-// sets none, for tests whose deadlines derive from its timeouts.
-func DefaultHubConfig() HubConfig {
-	var c HubConfig
-	c.setDefaults()
-	return c
-}

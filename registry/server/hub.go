@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -35,14 +34,7 @@ type HubConfig struct {
 	// read bounded by ProbeTimeout, that etcd still has a quorum while the
 	// watch is quiet. Defaults 500ms and 1s.
 	ProbeInterval, ProbeTimeout time.Duration
-	// LeasePollInterval is how often the hub asks etcd for the remaining
-	// TTL of each primary record's lease, to see whether its agent still
-	// renews it (see vouchTracker). Default 250ms.
-	LeasePollInterval time.Duration
-	// VouchSlack: a primary record written within this long after an etcd
-	// leader change does not vouch for its lease by itself. Default 1s.
-	VouchSlack time.Duration
-	Logger     *slog.Logger
+	Logger                      *slog.Logger
 }
 
 func (c *HubConfig) setDefaults() {
@@ -61,12 +53,6 @@ func (c *HubConfig) setDefaults() {
 	if c.ProbeTimeout <= 0 {
 		c.ProbeTimeout = time.Second
 	}
-	if c.LeasePollInterval <= 0 {
-		c.LeasePollInterval = 250 * time.Millisecond
-	}
-	if c.VouchSlack <= 0 {
-		c.VouchSlack = time.Second
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -79,10 +65,6 @@ func (c *HubConfig) setDefaults() {
 // While etcd cannot be reached with a quorum, the hub keeps serving the last
 // state it knew, refreshed from serializable reads of the local member, with
 // every view marked stale.
-//
-// A primary whose term nobody vouches for (its agent is not seen renewing
-// the record's lease, or etcd's leader changed since it last was) is shown
-// unconfirmed: see vouchTracker.
 type Hub struct {
 	cfg    HubConfig
 	client *clientv3.Client
@@ -97,7 +79,6 @@ type Hub struct {
 	modRevs     map[string]int64    // key → mod revision, to diff after a re-read
 	views       map[string]*pb.View // published views (stale-marked while stale)
 	stale       bool
-	vouch       *vouchTracker
 	history     []change // changes in revision order, at most cfg.History
 	historyFrom int64    // every change after this revision is in history
 	subs        map[*Subscription]struct{}
@@ -125,12 +106,8 @@ func NewHub(client *clientv3.Client, cfg HubConfig) *Hub {
 		modRevs: map[string]int64{},
 		views:   map[string]*pb.View{},
 		subs:    map[*Subscription]struct{}{},
-		vouch:   newVouchTracker(time.Now(), cfg.VouchSlack),
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { h.run(ctx) })
-	wg.Go(func() { h.pollLeases(ctx) })
-	go func() { wg.Wait(); close(h.done) }()
+	go h.run(ctx)
 	return h
 }
 
@@ -156,6 +133,7 @@ func (h *Hub) Stop() {
 // and read again whenever the watch breaks (leader lost, compaction, member
 // down).
 func (h *Hub) run(ctx context.Context) {
+	defer close(h.done)
 	for ctx.Err() == nil {
 		rev, err := h.resync(ctx)
 		if err != nil {
@@ -188,7 +166,7 @@ func (h *Hub) resync(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	h.applySnapshot(resp.Kvs, resp.Header, false)
+	h.applySnapshot(resp.Kvs, resp.Header.Revision, false)
 	return resp.Header.Revision, nil
 }
 
@@ -202,7 +180,7 @@ func (h *Hub) refreshStale(ctx context.Context) {
 		h.setStale()
 		return
 	}
-	h.applySnapshot(resp.Kvs, resp.Header, true)
+	h.applySnapshot(resp.Kvs, resp.Header.Revision, true)
 }
 
 // errNoQuorum: the quorum probe failed while the watch was open.
@@ -222,7 +200,7 @@ func (h *Hub) watch(ctx context.Context, rev int64) error {
 		if resp.Canceled {
 			return errors.New("watch canceled")
 		}
-		h.applyEvents(resp.Events, resp.Header)
+		h.applyEvents(resp.Events, resp.Header.Revision)
 	}
 	if cause := context.Cause(wctx); errors.Is(cause, errNoQuorum) {
 		return cause
@@ -244,11 +222,8 @@ func (h *Hub) probeQuorum(ctx context.Context, cancel context.CancelCauseFunc) {
 		case <-t.C:
 		}
 		pctx, done := context.WithTimeout(ctx, h.cfg.ProbeTimeout)
-		resp, err := h.client.Get(pctx, registry.MembersPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		_, err := h.client.Get(pctx, registry.MembersPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		done()
-		if err == nil {
-			h.observeTerm(resp.Header.GetRaftTerm())
-		}
 		if err != nil && ctx.Err() == nil {
 			cancel(fmt.Errorf("%w: %w", errNoQuorum, err))
 			return
@@ -256,14 +231,10 @@ func (h *Hub) probeQuorum(ctx context.Context, cancel context.CancelCauseFunc) {
 	}
 }
 
-func (h *Hub) applyEvents(events []*clientv3.Event, header *etcdserverpb.ResponseHeader) {
+func (h *Hub) applyEvents(events []*clientv3.Event, headerRev int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := time.Now()
-	changed, marked := map[string]*pb.View{}, map[string]*pb.View{}
-	if h.vouch.observeTerm(header.GetRaftTerm(), now) {
-		h.remark(now, marked)
-	}
+	changed := map[string]*pb.View{}
 	for _, ev := range events {
 		key := string(ev.Kv.Key)
 		var value []byte
@@ -273,30 +244,18 @@ func (h *Hub) applyEvents(events []*clientv3.Event, header *etcdserverpb.Respons
 		} else {
 			delete(h.modRevs, key)
 		}
-		h.apply(key, value, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease), true, now, changed, marked)
+		h.apply(key, value, ev.Kv.ModRevision, changed)
 	}
-	h.state.SetRevision(header.GetRevision())
-	h.publishChanges(changed, marked, h.stale)
+	h.state.SetRevision(headerRev)
+	h.publish(changed, h.stale)
 }
 
-// applySnapshot brings the state to a full read at header's revision: keys
-// that vanished are deleted, new or changed keys are put. stale says the
-// read was made without a quorum.
-func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.ResponseHeader, stale bool) {
+// applySnapshot brings the state to a full read at rev: keys that vanished
+// are deleted, new or changed keys are put.
+func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, rev int64, stale bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rev := header.GetRevision()
-	now := time.Now()
-	changed, marked := map[string]*pb.View{}, map[string]*pb.View{}
-	if !stale {
-		changedTerm := h.vouch.observeTerm(header.GetRaftTerm(), now)
-		if h.stale {
-			h.vouch.quorumBack(now)
-		}
-		if changedTerm || h.stale {
-			h.remark(now, marked)
-		}
-	}
+	changed := map[string]*pb.View{}
 	seen := make(map[string]bool, len(kvs))
 	for _, kv := range kvs {
 		key := string(kv.Key)
@@ -305,12 +264,12 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 			continue
 		}
 		h.modRevs[key] = kv.ModRevision
-		h.apply(key, nonNil(kv.Value), kv.ModRevision, clientv3.LeaseID(kv.Lease), false, now, changed, marked)
+		h.apply(key, nonNil(kv.Value), kv.ModRevision, changed)
 	}
 	for key := range h.modRevs {
 		if !seen[key] {
 			delete(h.modRevs, key)
-			h.apply(key, nil, rev, 0, false, now, changed, marked)
+			h.apply(key, nil, rev, changed)
 		}
 	}
 	h.state.SetRevision(rev)
@@ -321,30 +280,13 @@ func (h *Hub) applySnapshot(kvs []*mvccpb.KeyValue, header *etcdserverpb.Respons
 		first = true
 		h.historyFrom = h.state.Revision()
 	}
-	h.publishChanges(changed, marked, stale)
+	h.publish(changed, stale)
 	if first {
 		close(h.ready)
 	}
 }
 
-// apply applies one put (value non-nil, bound to lease) or delete of key.
-// written says the hub saw the change happen through its watch rather than
-// in a full read. Views the record changed go to changed; a view whose
-// unconfirmed mark alone changed goes to marked.
-func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID, written bool, now time.Time, changed, marked map[string]*pb.View) {
-	if k, err := registry.ParseKey(key); err == nil && k.Kind == registry.KindPrimary {
-		// The mark is set before the record so that the view built from
-		// it is right at once: a primary nobody vouches for is never
-		// shown READ_WRITE, not even for a moment.
-		if value == nil {
-			h.vouch.removePrimary(k.Service)
-		} else {
-			h.vouch.setPrimary(k.Service, lease, written, now)
-		}
-		if v := h.state.SetUnconfirmed(k.Service, h.vouch.unconfirmed(k.Service, now)); v != nil {
-			marked[k.Service] = v
-		}
-	}
+func (h *Hub) apply(key string, value []byte, rev int64, changed map[string]*pb.View) {
 	v, err := h.state.Apply(key, value, rev)
 	if err != nil {
 		metricBadKeys.Inc()
@@ -355,28 +297,9 @@ func (h *Hub) apply(key string, value []byte, rev int64, lease clientv3.LeaseID,
 	}
 }
 
-// publishChanges publishes the views that records changed, then those
-// whose unconfirmed mark alone changed, as restamped: at their old
-// revision, a subscriber that resumed from a later one would drop them
-// otherwise, and keep showing a primary as confirmed that is not. A view in
-// both maps was built after the mark was set, and goes out once.
-func (h *Hub) publishChanges(changed, marked map[string]*pb.View, stale bool) {
-	for name := range changed {
-		delete(marked, name)
-	}
-	h.publish(changed, stale, false)
-	if len(marked) > 0 {
-		h.publish(marked, stale, true)
-	}
-}
-
 // publish records changed views and pushes them to subscribers. When the
 // stale mark flips, every view is published again with the new mark.
-// restamp says changed holds views whose unconfirmed mark changed with no
-// change of record: subscribers get them whatever revision they resumed
-// from, and they are not recorded in the history, which is kept in
-// revision order (a resume re-sends every view with a primary instead).
-func (h *Hub) publish(changed map[string]*pb.View, stale, restamp bool) {
+func (h *Hub) publish(changed map[string]*pb.View, stale bool) {
 	flip := stale != h.stale
 	h.stale = stale
 	metricStale.Set(b2f(stale))
@@ -389,9 +312,7 @@ func (h *Hub) publish(changed map[string]*pb.View, stale, restamp bool) {
 		} else {
 			h.views[name] = m
 		}
-		if !restamp {
-			h.record(change{rev: v.GetRevision(), view: m})
-		}
+		h.record(change{rev: v.GetRevision(), view: m})
 		batch = append(batch, m)
 	}
 	if flip {
@@ -409,7 +330,7 @@ func (h *Hub) publish(changed map[string]*pb.View, stale, restamp bool) {
 	}
 	metricViewChanges.Add(float64(len(changed)))
 	for s := range h.subs {
-		s.push(batch, h.state.Revision(), flip || restamp)
+		s.push(batch, h.state.Revision(), flip)
 	}
 }
 
@@ -426,87 +347,7 @@ func (h *Hub) mark(v *pb.View) *pb.View {
 func (h *Hub) setStale() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.publish(nil, true, false)
-}
-
-// observeTerm takes in a raft term seen in a response outside the watch.
-func (h *Hub) observeTerm(term uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := time.Now()
-	if h.vouch.observeTerm(term, now) {
-		changed := map[string]*pb.View{}
-		h.remark(now, changed)
-		h.publish(changed, h.stale, true)
-	}
-}
-
-// remark sets every primary's unconfirmed mark as the tracker says at now,
-// adding the views it changed to changed. The hub's lock must be held.
-func (h *Hub) remark(now time.Time, changed map[string]*pb.View) {
-	for _, name := range h.vouch.services() {
-		unconfirmed := h.vouch.unconfirmed(name, now)
-		if v := h.state.SetUnconfirmed(name, unconfirmed); v != nil {
-			h.log.Info("registry: primary's term vouched for", "service", name, "unconfirmed", unconfirmed,
-				"primary", v.GetPrimary().GetHost(), "epoch", v.GetPrimary().GetEpoch())
-			changed[name] = v
-		}
-	}
-}
-
-// pollLeases asks etcd, every LeasePollInterval while it has a quorum, for
-// the remaining TTL of each primary record's lease, and re-marks the views:
-// the marks also change with no answer at all, as the least remaining TTL
-// the last answers allow runs out.
-func (h *Hub) pollLeases(ctx context.Context) {
-	t := time.NewTicker(h.cfg.LeasePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		h.mu.RLock()
-		ids, stale := h.vouch.toPoll(), h.stale
-		h.mu.RUnlock()
-		type answer struct {
-			id clientv3.LeaseID
-			p  leasePoll
-		}
-		answers := make([]answer, len(ids))
-		ok := make([]bool, len(ids))
-		if !stale {
-			var wg sync.WaitGroup
-			for i, id := range ids {
-				wg.Go(func() {
-					pctx, cancel := context.WithTimeout(ctx, h.cfg.ProbeTimeout)
-					defer cancel()
-					sent := time.Now()
-					resp, err := h.client.TimeToLive(pctx, id)
-					if err != nil {
-						return
-					}
-					answers[i] = answer{id, leasePoll{sent: sent, answered: time.Now(),
-						term: resp.GetRaftTerm(), ttl: resp.TTL, granted: resp.GrantedTTL}}
-					ok[i] = true
-				})
-			}
-			wg.Wait()
-		}
-		h.mu.Lock()
-		now := time.Now()
-		for i, a := range answers {
-			if ok[i] {
-				h.vouch.observePoll(a.id, a.p)
-				h.log.Debug("registry: lease polled", "lease", int64(a.id), "term", a.p.term, "ttl", a.p.ttl, "granted", a.p.granted)
-			}
-		}
-		changed := map[string]*pb.View{}
-		h.remark(now, changed)
-		h.publish(changed, h.stale, true)
-		h.mu.Unlock()
-	}
+	h.publish(nil, true)
 }
 
 func (h *Hub) record(c change) {
@@ -552,14 +393,6 @@ func (h *Hub) Subscribe(ctx context.Context, services []string, fromRev int64) (
 			name := c.view.GetService()
 			if c.rev > fromRev && s.wants(name) {
 				latest[name] = cmp.Or(h.views[name], c.view)
-			}
-		}
-		// Unconfirmed marks change with no revision, and another server
-		// may have shown other marks: every view with a primary is sent
-		// again (a handful).
-		for name, v := range h.views {
-			if v.GetPrimary() != nil && s.wants(name) {
-				latest[name] = v
 			}
 		}
 		first.Views = sortViews(slices.Collect(maps.Values(latest)))

@@ -349,25 +349,16 @@ func TestQuorumLostServesLastViewsAsStale(t *testing.T) {
 	putInstance(t, cli, instance("h2", "db", "10.0.0.2:5432"))
 	w := servertest.Watch(t, reg, &pb.WatchRequest{Services: []string{"db"}})
 	w.WaitView("db", 5*time.Second, "two instances", instances(2))
-	// The hub says it is stale once a quorum probe (or a read) fails, and
-	// current again after a read with a quorum: on a loaded machine a young
-	// cluster can miss a probe, so both ways are waited for, within a few
-	// rounds of the timeouts involved rather than a fixed time.
-	hc := server.DefaultHubConfig()
-	round := hc.ProbeInterval + hc.ProbeTimeout + hc.RetryInterval + hc.ReadTimeout
-	servertest.WaitFor(t, 3*round, "/readyz 200 with a quorum", func() error {
-		if code, body := httpGet(t, base+"/readyz"); code != http.StatusOK {
-			return fmt.Errorf("%d %q", code, body)
-		}
-		return nil
-	})
+	if code, body := httpGet(t, base+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz with a quorum: %d %q, want 200", code, body)
+	}
 	msgs := w.Messages()
 	seen := msgs[len(msgs)-1].GetRevision() // what a client of server 0 knows
 
 	c.Stop(1)
 	c.Stop(2)
 	hub := c.Servers[0].Hub()
-	servertest.WaitFor(t, 5*round, "server 0 serving stale views", func() error {
+	servertest.WaitFor(t, 30*time.Second, "server 0 serving stale views", func() error {
 		if !hub.Stale() {
 			return errors.New("hub not stale")
 		}

@@ -1016,11 +1016,10 @@ type View struct {
 	Stale bool `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
 	// Primary mode: automatic failover is paused by an operator.
 	Paused bool `protobuf:"varint,8,opt,name=paused,proto3" json:"paused,omitempty"`
-	// Primary mode: nobody vouches for the primary's term right now: its
-	// lease is not being renewed, or etcd's quorum came back after a loss and
-	// the primary has not confirmed it still acts. The primary is shown for
-	// information but status is not READ_WRITE; clients must not send it
-	// writes until this clears.
+	// Primary mode, reserved: will say that nobody vouches for the primary's
+	// term right now (its lease is not being renewed, or etcd's quorum came
+	// back after a loss and the primary has not confirmed it still acts).
+	// Servers do not set it yet.
 	Unconfirmed   bool `protobuf:"varint,9,opt,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -27,7 +27,6 @@ type Cluster struct {
 	Servers []*server.Server
 	Zones   []string
 	stopped []bool
-	cfgs    []server.MemberConfig
 }
 
 // handedOut holds every port FreePort returned in this process: the kernel
@@ -122,7 +121,6 @@ func startCluster(t testing.TB, n int) (*Cluster, error) {
 		})
 	}
 	wg.Wait()
-	c.cfgs = cfgs
 	for i, err := range errs {
 		if err != nil {
 			c.Close()
@@ -155,23 +153,6 @@ func (c *Cluster) Endpoints() []string {
 func (c *Cluster) Stop(i int) {
 	c.stopped[i] = true
 	c.Servers[i].Close()
-}
-
-// Restart starts server i again on its member's data directory and ports,
-// without waiting for it to load its views (a member alone has no quorum).
-func (c *Cluster) Restart(i int) {
-	c.t.Helper()
-	srv, err := server.Start(server.Config{
-		Member:       &c.cfgs[i],
-		GRPCAddr:     "127.0.0.1:0",
-		HTTPAddr:     "127.0.0.1:0",
-		StartTimeout: 30 * time.Second,
-		Logger:       Quiet(c.t),
-	})
-	if err != nil {
-		c.t.Fatalf("restart server %d: %v", i, err)
-	}
-	c.Servers[i], c.stopped[i] = srv, false
 }
 
 // Close stops every server.

@@ -143,8 +143,8 @@ func Describe(v *pb.View) string {
 	for _, in := range v.GetInstances() {
 		parts = append(parts, fmt.Sprintf("%s=%s", in.GetHost(), strings.TrimPrefix(in.GetHealth().String(), "HEALTH_")))
 	}
-	return fmt.Sprintf("%s rev=%d status=%s stale=%v unconfirmed=%v [%s]", v.GetService(), v.GetRevision(),
-		strings.TrimPrefix(v.GetStatus().String(), "STATUS_"), v.GetStale(), v.GetUnconfirmed(), strings.Join(parts, " "))
+	return fmt.Sprintf("%s rev=%d status=%s stale=%v [%s]", v.GetService(), v.GetRevision(),
+		strings.TrimPrefix(v.GetStatus().String(), "STATUS_"), v.GetStale(), strings.Join(parts, " "))
 }
 
 // Instance returns the instance of v on host, or nil.

@@ -301,8 +301,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	lease := a.resume(ctx)
 	if lease == nil {
-		// The lease of the previous run is gone, so is any role it held:
-		// its services are demoted before anything else, etcd or not.
+		// The lease of the previous run is gone (etcd said so, or stayed
+		// out of reach past resumeFor), so is any role it held: its
+		// services are demoted before a new lease is taken.
 		for _, in := range a.instances {
 			if in.elector != nil {
 				in.elector.DemoteRestored(ctx)

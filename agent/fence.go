@@ -41,7 +41,7 @@ type acked struct {
 	at    time.Time
 }
 
-// guardTimeout bounds one call to the guard from the renewal path.
+// fenceCallTimeout bounds one call to the guard from the renewal path.
 const fenceCallTimeout = 250 * time.Millisecond
 
 func newFence(log *slog.Logger, socket string, spawn []string, margin time.Duration) *fence {

@@ -21,6 +21,10 @@ const writeTimeout = 2 * time.Second
 // guardTimeout bounds each call to the guard: it is on this host.
 const guardTimeout = time.Second
 
+// renewTimeout bounds the lease renewal before a promotion; a failed one
+// only leaves the promote window shorter.
+const renewTimeout = time.Second
+
 // execute carries out a and returns how long to wait before deciding
 // again (0: at once).
 func (e *Elector) execute(ctx context.Context, a action) time.Duration {
@@ -105,7 +109,7 @@ func (e *Elector) promote(ctx context.Context, epoch int64, previous, reason str
 	if epoch <= e.s.givenUp {
 		return // never act on a term already given up
 	}
-	rctx, cancel := context.WithTimeout(ctx, guardTimeout)
+	rctx, cancel := context.WithTimeout(ctx, renewTimeout)
 	if err := e.lease.Renew(rctx); err != nil {
 		e.log.Warn("elector: could not renew the lease before promoting; the promote window is shorter", "err", err)
 	}

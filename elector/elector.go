@@ -319,7 +319,7 @@ func (e *Elector) callContext(ctx context.Context, d time.Duration) (context.Con
 // DemoteRestored runs the demote hook for the term a previous run of this
 // agent held (Config.Restored) at once. The agent calls it before Run when
 // that run's lease is gone, so that the service stops before anything
-// else, etcd reachable or not. It must not be called while Run runs.
+// else happens under a new lease. It must not be called while Run runs.
 func (e *Elector) DemoteRestored(ctx context.Context) {
 	r := e.s.restored
 	if r == 0 {
